@@ -1,0 +1,198 @@
+"""One typed, frozen configuration for warehouse, catalog, Spark, source and pipeline.
+
+CLI flags, environment variables (RAY_BACKFILL_*) and config files all fill these objects;
+each validates itself at construction, so a bad value fails before any session starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from ray_backfill.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+JARS_DIR = Path(os.environ.get("RAY_BACKFILL_JARS", PROJECT_ROOT / ".jars"))
+JVM_MANIFEST = PROJECT_ROOT / "cluster" / "jvm-deps.txt"
+
+CatalogKind = Literal["sqlite", "postgres", "hadoop", "rest"]
+SparkMode = Literal["raydp", "local"]
+SourceKind = Literal["synthetic", "open-meteo"]
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """Return `value` if it is a plain SQL identifier, else raise ConfigError naming `what`."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ConfigError(f"{what} {value!r} is not a valid identifier (letters, digits, _)")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogConfig:
+    """Where the Iceberg catalog keeps its metadata and the warehouse its files."""
+
+    # Spark catalog name that prefixes every table: <name>.bronze.open_meteo_hourly
+    name: str = "lh"
+    # sqlite: JDBC on <warehouse>/catalog.db (embedded default); postgres: JDBC on PostgreSQL;
+    # hadoop: Hadoop catalog (safe only on HDFS/object stores with one writer); rest: REST catalog
+    kind: CatalogKind = "sqlite"
+    # warehouse root: a local path or a URI (file://, hdfs://, s3a://)
+    warehouse: str = "./warehouse"
+    # JDBC URL (postgres) or REST endpoint (rest); derived for sqlite
+    uri: str | None = None
+    # catalog user/password (postgres, rest); the password is never printed
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    # commit retries for concurrent chunk writers (Iceberg's default of 4 is too low)
+    commit_retries: int = 20
+    # extra Spark catalog properties, for S3/HDFS settings: {"io-impl": "..."}
+    properties: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.name, "catalog name")
+        if self.kind not in ("sqlite", "postgres", "hadoop", "rest"):
+            raise ConfigError(f"catalog kind {self.kind!r} is unknown; use sqlite, postgres, hadoop or rest")
+        if self.kind in ("postgres", "rest") and not self.uri:
+            raise ConfigError(f"catalog kind {self.kind!r} needs a uri (e.g. jdbc:postgresql://host:5432/db)")
+        if self.kind == "postgres" and not str(self.uri).startswith("jdbc:postgresql:"):
+            raise ConfigError(f"catalog uri {self.uri!r} is not a jdbc:postgresql: URL")
+        if self.commit_retries < 0:
+            raise ConfigError(f"commit_retries {self.commit_retries} must be >= 0")
+
+    @property
+    def warehouse_is_local(self) -> bool:
+        """True when the warehouse lives on this machine's file system."""
+        scheme = urlparse(self.warehouse).scheme
+        return scheme in ("", "file")
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The warehouse as an absolute local path (only for local warehouses)."""
+        parsed = urlparse(self.warehouse)
+        raw = parsed.path if parsed.scheme == "file" else self.warehouse
+        return Path(raw).expanduser().resolve()
+
+    @property
+    def warehouse_uri(self) -> str:
+        """The warehouse as a URI Spark and Iceberg accept."""
+        return self.warehouse_path.as_uri() if self.warehouse_is_local else self.warehouse
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The SQLite catalog file of the embedded default."""
+        return self.warehouse_path / "catalog.db"
+
+    def jdbc_uri(self) -> str:
+        """The JDBC URL of a sqlite/postgres catalog."""
+        if self.kind == "sqlite":
+            # WAL lets readers run beside one writer; the busy timeout makes writers wait for
+            # each other, because Iceberg does not retry SQLITE_BUSY itself.
+            return f"jdbc:sqlite:{self.sqlite_file}?journal_mode=WAL&busy_timeout=120000"
+        return str(self.uri)
+
+    def table(self, namespace: str, table: str) -> str:
+        """Fully qualified table name `<catalog>.<namespace>.<table>`."""
+        return f"{self.name}.{validate_identifier(namespace, 'namespace')}.{validate_identifier(table, 'table')}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkConfig:
+    """How each fresh Spark session is built."""
+
+    # raydp: driver + executors as Ray actors (default); local: plain local[N] in one JVM
+    mode: SparkMode = "raydp"
+    # executors and their size (raydp) / worker threads (local = executor_cores)
+    num_executors: int = 1
+    executor_cores: int = 1
+    executor_memory: str = "768m"
+    driver_memory: str = "1g"
+    # shuffle partitions: small data per chunk, few cores
+    shuffle_partitions: int = 2
+    # extra spark.* settings
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("raydp", "local"):
+            raise ConfigError(f"spark mode {self.mode!r} is unknown; use raydp or local")
+        for name in ("num_executors", "executor_cores", "shuffle_partitions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"spark {name} {getattr(self, name)} must be >= 1")
+        for name in ("executor_memory", "driver_memory"):
+            if not re.match(r"^\d+[kmgKMG]$", getattr(self, name)):
+                raise ConfigError(f"spark {name} {getattr(self, name)!r} must look like 768m or 2g")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """Where hourly air-quality rows come from."""
+
+    # synthetic: built-in, offline, deterministic (default); open-meteo: the HTTP API
+    kind: SourceKind = "synthetic"
+    # Open-Meteo base URL (the path /v1/air-quality is appended)
+    api_url: str = "https://air-quality-api.open-meteo.com"
+    # commercial API key; sent as apikey=, never logged or printed
+    api_key: str | None = field(default=None, repr=False)
+    # seconds per HTTP request before it counts as a timeout
+    timeout_s: float = 60.0
+    # attempts per request for 429/5xx/timeouts/broken bodies
+    max_attempts: int = 6
+    # first backoff and its cap, seconds (exponential, full jitter; Retry-After wins)
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # locations per request (Open-Meteo accepts comma-separated coordinates)
+    batch_size: int = 1
+    # Open-Meteo model domain and cell selection, sent explicitly
+    domains: str = "cams_global"
+    cell_selection: str = "nearest"
+    # seed of the synthetic source
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("synthetic", "open-meteo"):
+            raise ConfigError(f"source {self.kind!r} is unknown; use synthetic or open-meteo")
+        parsed = urlparse(self.api_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"api url {self.api_url!r} is not an http(s) URL")
+        if self.max_attempts < 1 or self.batch_size < 1 or self.timeout_s <= 0:
+            raise ConfigError("source max_attempts, batch_size and timeout_s must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """Inputs and rules of the bronze → silver → gold pipeline."""
+
+    locations_file: Path = DATA_DIR / "locations.jsonl"
+    pollutants_file: Path = DATA_DIR / "pollutants.jsonl"
+    # restrict the run to these location keys / pollutant codes (None: all in the files)
+    locations: tuple[str, ...] | None = None
+    pollutants: tuple[str, ...] | None = None
+    # fact_episode rule: aqi >= threshold for at least min_hours consecutive clock hours
+    episode_threshold: int = 151
+    episode_min_hours: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.episode_threshold <= 500:
+            raise ConfigError(f"episode threshold {self.episode_threshold} must be in 1..500")
+        if self.episode_min_hours < 1:
+            raise ConfigError(f"episode min hours {self.episode_min_hours} must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything one run needs; built once by the CLI or a stage entrypoint."""
+
+    catalog: CatalogConfig = CatalogConfig()
+    spark: SparkConfig = SparkConfig()
+    source: SourceConfig = SourceConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    def replace(self, **sections) -> "Settings":
+        """A copy with some sections replaced."""
+        return dataclasses.replace(self, **sections)

@@ -1,0 +1,74 @@
+"""Errors of ray-backfill, rooted at one base class.
+
+    BackfillError                 every error this project raises on purpose
+    ├── InputError (ValueError)   bad user input: dates, files, flags, config values
+    │   ├── DateRangeError        malformed date, end before start
+    │   ├── InputFileError        a locations/pollutants file: names file and line
+    │   └── ConfigError           an unusable or unsafe configuration
+    ├── WarehouseError            the warehouse or catalog cannot be used
+    ├── SourceError               the data source failed
+    │   ├── SourceRequestError    the source refused the request (HTTP 400/401/403): not retried
+    │   └── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies)
+    └── StageError                a Spark stage failed; carries `stage` and `chunk`
+
+Every message is one line that shows the offending value and, where it helps, how to fix it.
+The CLI and the stage entrypoints print `error: <message>` on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+
+class BackfillError(Exception):
+    """Base of every error ray-backfill raises on purpose."""
+
+
+class InputError(BackfillError, ValueError):
+    """Bad user input; nothing has been written when this is raised."""
+
+
+class DateRangeError(InputError):
+    """A date that does not parse, or a range whose end is before its start."""
+
+
+class InputFileError(InputError):
+    """A locations or pollutants file with a broken line; names the file and line."""
+
+    def __init__(self, path: str, line: int | None, problem: str):
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(InputError):
+    """A configuration that cannot work, or that could lose data."""
+
+
+class WarehouseError(BackfillError):
+    """The warehouse path or catalog is unreachable or unusable."""
+
+
+class SourceError(BackfillError):
+    """The data source failed."""
+
+
+class SourceRequestError(SourceError):
+    """The source refused the request itself (400/401/403); retrying cannot help."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None):
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
+
+
+class SourceUnavailable(SourceError):
+    """The source kept failing (rate limits, 5xx, timeouts, broken bodies) until retries ran out."""
+
+
+class StageError(BackfillError):
+    """A Spark stage failed; `stage` is bronze/silver/gold, `chunk` the chunk id or None."""
+
+    def __init__(self, message: str, stage: str, chunk: str | None = None):
+        self.stage = stage
+        self.chunk = chunk
+        super().__init__(message)

@@ -1,0 +1,218 @@
+"""The one place that builds Spark sessions: RayDP (default) or plain local[N], Iceberg wired in.
+
+A session is a context manager: it is stopped on exit — success or failure — and its JVM is
+gone afterwards (pyspark keeps the gateway JVM alive after `stop()`, so we end it ourselves).
+RayDP sessions need a Ray connection; when none exists one is made and closed again here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from ray_backfill.config import JARS_DIR, JVM_MANIFEST, CatalogConfig, Settings, SparkConfig
+from ray_backfill.errors import ConfigError, WarehouseError
+
+log = logging.getLogger(__name__)
+
+# Java 17 closes these packages; Spark and RayDP reach into them (RayDP's own test settings).
+ADD_OPENS = " ".join(
+    f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
+    for pkg in (
+        "java.lang", "java.lang.invoke", "java.io", "java.net", "java.nio", "java.math",
+        "java.text", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
+        "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
+    )
+)
+
+
+def manifest_jars(jars_dir: Path = JARS_DIR, manifest: Path = JVM_MANIFEST) -> list[str]:
+    """Absolute paths of the manifest's jars, which `make setup` resolved once into `jars_dir`."""
+    jars = []
+    for line in manifest.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        _group, artifact, version = line.split(":")
+        jar = jars_dir / f"{artifact}-{version}.jar"
+        if not jar.is_file():
+            raise ConfigError(
+                f"JVM dependency {line} is missing at {jar}; run `make setup` (cluster/fetch_jars.sh)"
+            )
+        jars.append(str(jar))
+    return jars
+
+
+def ensure_warehouse(catalog: CatalogConfig) -> None:
+    """Create a local warehouse folder, or raise WarehouseError saying why it cannot be used."""
+    if not catalog.warehouse_is_local:
+        return
+    path = catalog.warehouse_path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WarehouseError(f"warehouse {catalog.warehouse!r} is not usable: {exc.strerror or exc}") from None
+
+
+def check_writers(catalog: CatalogConfig, writers: int) -> None:
+    """Refuse a catalog that can lose commits with `writers` concurrent writing JVMs."""
+    if catalog.kind == "hadoop" and catalog.warehouse_is_local and writers > 1:
+        raise ConfigError(
+            f"the Hadoop catalog on a local file system ({catalog.warehouse}) loses commits with "
+            f"{writers} concurrent writers (its lock is per JVM and a local rename overwrites); "
+            "use the sqlite or postgres JDBC catalog, or parallelism 1"
+        )
+
+
+def catalog_conf(catalog: CatalogConfig) -> dict[str, str]:
+    """Spark settings that register the Iceberg catalog `catalog.name`."""
+    prefix = f"spark.sql.catalog.{catalog.name}"
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.warehouse": catalog.warehouse_uri,
+    }
+    if catalog.kind in ("sqlite", "postgres"):
+        conf[f"{prefix}.catalog-impl"] = "org.apache.iceberg.jdbc.JdbcCatalog"
+        conf[f"{prefix}.uri"] = catalog.jdbc_uri()
+        conf[f"{prefix}.jdbc.schema-version"] = "V1"
+        if catalog.user:
+            conf[f"{prefix}.jdbc.user"] = catalog.user
+        if catalog.password:
+            conf[f"{prefix}.jdbc.password"] = catalog.password
+    elif catalog.kind == "hadoop":
+        conf[f"{prefix}.type"] = "hadoop"
+    else:
+        conf[f"{prefix}.type"] = "rest"
+        conf[f"{prefix}.uri"] = str(catalog.uri)
+        if catalog.password:
+            conf[f"{prefix}.token"] = catalog.password
+    for key, value in catalog.properties:
+        conf[f"{prefix}.{key}"] = value
+    return conf
+
+
+def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
+    """Every Spark setting of a session except the master."""
+    spark = settings.spark
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.jars": ",".join(jars),
+        "spark.driver.extraClassPath": ":".join(jars),
+        "spark.driver.memory": spark.driver_memory,
+        "spark.driver.extraJavaOptions": ADD_OPENS,
+        "spark.executor.extraJavaOptions": ADD_OPENS,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.default.parallelism": str(spark.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    }
+    conf.update(catalog_conf(settings.catalog))
+    conf.update(dict(spark.extra))
+    return conf
+
+
+def _end_gateway_jvm() -> None:
+    """End pyspark's gateway JVM, which outlives `SparkSession.stop()`."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if proc is not None:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+            proc.terminate()
+            proc.wait(timeout=15)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
+@contextlib.contextmanager
+def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]:  # noqa: F821
+    """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit."""
+    ensure_warehouse(settings.catalog)
+    jars = manifest_jars()
+    conf = spark_conf(settings, jars)
+    started = time.monotonic()
+    if settings.spark.mode == "local":
+        session = _local_session(settings.spark, app_name, conf)
+        stop = session.stop
+    else:
+        session, stop = _raydp_session(settings.spark, app_name, conf, jars)
+    session.sparkContext.setLogLevel("ERROR")
+    log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(Exception):
+            stop()
+        _end_gateway_jvm()
+
+
+def _local_session(spark: SparkConfig, app_name: str, conf: dict[str, str]):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(f"local[{spark.executor_cores}]").appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars: list[str]):
+    import ray
+    import raydp
+
+    started_ray = False
+    if not ray.is_initialized():
+        # Each RayDP session needs its own namespace: the app master's actor name is fixed.
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or None,
+            namespace=f"rbf-{uuid.uuid4().hex[:12]}",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+        started_ray = True
+    conf = dict(conf)
+    conf["spark.ray.raydp_app_master.extraJavaOptions"] = ADD_OPENS
+    conf["raydp.executor.extraClassPath"] = ":".join(jars)
+    # RayDP names its master actor after the app: make it unique per session.
+    unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"
+    try:
+        session = raydp.init_spark(
+            app_name=unique_app,
+            num_executors=spark.num_executors,
+            executor_cores=spark.executor_cores,
+            executor_memory=spark.executor_memory,
+            configs=conf,
+        )
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
+
+    def stop() -> None:
+        try:
+            raydp.stop_spark()
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    return session, stop
