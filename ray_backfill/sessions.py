@@ -78,6 +78,8 @@ def catalog_conf(catalog: CatalogConfig) -> dict[str, str]:
     conf = {
         prefix: "org.apache.iceberg.spark.SparkCatalog",
         f"{prefix}.warehouse": catalog.warehouse_uri,
+        # Other JVMs commit to the same tables: always read the current metadata.
+        f"{prefix}.cache-enabled": "false",
     }
     if catalog.kind in ("sqlite", "postgres"):
         conf[f"{prefix}.catalog-impl"] = "org.apache.iceberg.jdbc.JdbcCatalog"
@@ -108,8 +110,8 @@ def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
         "spark.jars": ",".join(jars),
         "spark.driver.extraClassPath": ":".join(jars),
         "spark.driver.memory": spark.driver_memory,
-        "spark.driver.extraJavaOptions": ADD_OPENS,
-        "spark.executor.extraJavaOptions": ADD_OPENS,
+        "spark.driver.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
@@ -149,6 +151,10 @@ def _end_gateway_jvm() -> None:
 def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]:  # noqa: F821
     """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit."""
     ensure_warehouse(settings.catalog)
+    # PySpark turns collected timestamps into naive datetimes in the process's local zone;
+    # the lakehouse is UTC end to end, so the driver process is too.
+    os.environ["TZ"] = "UTC"
+    time.tzset()
     jars = manifest_jars()
     conf = spark_conf(settings, jars)
     started = time.monotonic()

@@ -1,0 +1,33 @@
+# The two quick-start commands: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(VENV)/.installed .jars/.fetched
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	@java -version 2>&1 | grep -q '"17' || (echo "error: OpenJDK 17 is required (java -version)" >&2; exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.jars/.fetched: cluster/jvm-deps.txt cluster/fetch_jars.sh
+	cluster/fetch_jars.sh .jars
+	touch $@
+
+demo: setup
+	$(BIN)/ray-backfill run $(DEMO_ARGS)
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .jars warehouse

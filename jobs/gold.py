@@ -1,0 +1,243 @@
+"""Gold transforms: the four dimensions and the hourly, daily and episode facts.
+
+Every builder returns exactly its TableSpec's columns, in order, cast to their types. Ids are the
+SHA-256 hex digest (64 chars) of the natural key joined with "|", timestamps written as
+`yyyy-MM-ddTHH:mm:ssZ` and dates as `yyyy-MM-dd`, so a rebuild gives the same ids (not uuid()):
+  record_id  = sha256("<location_key>|<ts_utc>")                e.g. "lyon|2024-03-01T05:00:00Z"
+  daily_id   = sha256("<location_key>|<date_utc>")              e.g. "lyon|2024-03-01"
+  episode_id = sha256("<location_key>|<start_ts_utc>|<rule>")   e.g. "lyon|2024-03-01T05:00:00Z|AQI>=151_4h"
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.inputs import Location, Pollutant
+from jobs.tables import (
+    AQI_POLLUTANTS,
+    CATEGORIES,
+    DIM_DATE,
+    DIM_LOCATION,
+    DIM_POLLUTANT,
+    DIM_TIME,
+    FACT_DAILY,
+    FACT_EPISODE,
+    FACT_HOURLY,
+    TableSpec,
+)
+from ray_backfill.errors import ConfigError, DateRangeError
+
+_ISO_TS = "yyyy-MM-dd'T'HH:mm:ss'Z'"
+_SHIFTS = ((6, "night"), (12, "morning"), (18, "afternoon"), (24, "evening"))  # (end hour, shift)
+
+
+def rule_code(threshold: int, min_hours: int) -> str:
+    """The episode rule as stored in fact_episode.rule_code, e.g. `AQI>=151_4h`."""
+    return f"AQI>={threshold}_{min_hours}h"
+
+
+# --- dimensions -----------------------------------------------------------------------------
+
+
+def build_dim_location(spark: SparkSession, locations: Sequence[Location]) -> DataFrame:
+    """dim_location; `attributes` is the unknown fields as sorted-key JSON, NULL when there are none."""
+    rows = [
+        (
+            loc.location_key,
+            loc.location_name,
+            # A JSON integer coordinate arrives as int, which a DOUBLE column refuses.
+            float(loc.latitude),
+            float(loc.longitude),
+            loc.timezone,
+            json.dumps(loc.extra, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if loc.extra else None,
+        )
+        for loc in locations
+    ]
+    return spark.createDataFrame(rows, DIM_LOCATION.columns)
+
+
+def build_dim_pollutant(spark: SparkSession, pollutants: Sequence[Pollutant]) -> DataFrame:
+    """dim_pollutant, one row per pollutant."""
+    rows = [
+        (
+            p.pollutant_code,
+            p.display_name,
+            p.unit_default,
+            p.aqi_timespan,
+            None if p.who_guideline_24h is None else float(p.who_guideline_24h),
+        )
+        for p in pollutants
+    ]
+    return spark.createDataFrame(rows, DIM_POLLUTANT.columns)
+
+
+def _work_shift(hour: int) -> str:
+    """The work shift of an hour of the day: night 0–5, morning 6–11, afternoon 12–17, evening 18–23."""
+    return next(shift for end, shift in _SHIFTS if hour < end)
+
+
+def build_dim_time(spark: SparkSession) -> DataFrame:
+    """dim_time: the 24 hours of a day, time_key = hour × 100."""
+    rows = [(hour * 100, f"{hour:02d}:00", hour, _work_shift(hour)) for hour in range(24)]
+    return spark.createDataFrame(rows, DIM_TIME.columns)
+
+
+def build_dim_date(spark: SparkSession, first: date, last: date) -> DataFrame:
+    """dim_date: every calendar day from `first` to `last`, both included."""
+    if last < first:
+        raise DateRangeError(f"dim_date range {first}..{last} ends before it starts; pass first <= last")
+    d = F.col("date_value")
+    # Spark's dayofweek counts Sun=1; weekday is Mon=0, so +1 gives ISO. weekofyear is already ISO.
+    day_of_week = F.weekday(d) + 1
+    days = spark.range(1).select(F.explode(F.sequence(F.lit(first), F.lit(last))).alias("date_value"))
+    return _conform(
+        days.select(
+            _date_key(d).alias("date_key"),
+            d,
+            F.dayofmonth(d).alias("day_of_month"),
+            day_of_week.alias("day_of_week"),
+            F.weekofyear(d).alias("week_of_year"),
+            F.month(d).alias("month"),
+            # Spark's datetime formatter uses Locale.US, so names are English whatever the JVM locale.
+            F.date_format(d, "MMMM").alias("month_name"),
+            F.quarter(d).alias("quarter"),
+            F.year(d).alias("year"),
+            (day_of_week >= 6).alias("is_weekend"),
+        ),
+        DIM_DATE,
+    )
+
+
+# --- facts ----------------------------------------------------------------------------------
+
+
+def build_fact_hourly(silver: DataFrame, run_id: str) -> DataFrame:
+    """fact_air_quality_hourly: silver's rows with a deterministic record_id, grain (location_key, ts_utc)."""
+    _require_utc(silver.sparkSession)
+    return _conform(
+        silver.withColumns(
+            {
+                "record_id": _key_hash(F.col("location_key"), F.date_format("ts_utc", _ISO_TS)),
+                "_run_id": F.lit(run_id),
+            }
+        ),
+        FACT_HOURLY,
+    )
+
+
+def build_fact_daily(silver: DataFrame, run_id: str, who_pm25: float = 15.0) -> DataFrame:
+    """fact_city_daily from whole UTC days of silver, grain (location_key, date_utc)."""
+    aggregates = [_peak_hour().alias("peak"), F.count("aqi").alias("hours_measured")]
+    for p in AQI_POLLUTANTS:
+        # avg and max skip NULLs: the statistics are over the hours that have a value.
+        aggregates += [F.avg(p).alias(f"{p}_mean"), F.max(p).alias(f"{p}_max")]
+    for cat in CATEGORIES:
+        aggregates.append(F.count(F.when(F.col("aqi_category") == cat, 1)).alias(f"hours_in_cat_{cat}"))
+    aggregates.append(F.count(F.when(F.col("pm25") >= who_pm25, 1)).alias("hours_above_who_pm25"))
+
+    daily = silver.groupBy("location_key", "date_utc").agg(*aggregates)
+    return _conform(
+        daily.withColumns(
+            {
+                # A DATE cast to string is yyyy-MM-dd and, unlike date_format, ignores the time zone.
+                "daily_id": _key_hash(F.col("location_key"), F.col("date_utc").cast("string")),
+                "date_key": _date_key(F.col("date_utc")),
+                "aqi_daily_max": F.col("peak.aqi"),
+                "dominant_pollutant_daily": F.col("peak.pollutant"),
+                "data_completeness": F.col("hours_measured") / 24 * 100,
+                "_run_id": F.lit(run_id),
+            }
+        ),
+        FACT_DAILY,
+    )
+
+
+def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: str) -> DataFrame:
+    """fact_episode: runs of >= min_hours consecutive clock hours of a location with aqi >= threshold.
+
+    Only episodes whose every hour lies in `silver` are found; an episode cut by the edge of the
+    rows is reported as its inside part, so the caller reads enough hours around its range.
+    """
+    _require_utc(silver.sparkSession)
+    code = rule_code(threshold, min_hours)
+    # NULL >= threshold is NULL, so NULL-aqi hours drop out here just like missing ones.
+    qualifying = silver.where(F.col("aqi") >= threshold).withColumn(
+        "epoch_hour", F.floor(F.unix_seconds(F.col("ts_utc")) / 3600)
+    )
+    # Gaps and islands: along consecutive clock hours epoch_hour and row_number rise together, so
+    # their difference is constant; any missing or non-qualifying hour shifts it to a new island.
+    by_location = Window.partitionBy("location_key").orderBy("ts_utc")
+    islands = qualifying.withColumn("island", F.col("epoch_hour") - F.row_number().over(by_location))
+    episodes = (
+        islands.groupBy("location_key", "island")
+        .agg(
+            F.min("ts_utc").alias("start_ts_utc"),
+            F.max("ts_utc").alias("end_ts_utc"),
+            F.count(F.lit(1)).alias("duration_hours"),
+            _peak_hour().alias("peak"),
+        )
+        .where(F.col("duration_hours") >= min_hours)
+    )
+    return _conform(
+        episodes.withColumns(
+            {
+                "episode_id": _key_hash(
+                    F.col("location_key"), F.date_format("start_ts_utc", _ISO_TS), F.lit(code)
+                ),
+                "start_date_utc": F.to_date("start_ts_utc"),
+                "peak_aqi": F.col("peak.aqi"),
+                "dominant_pollutant": F.col("peak.pollutant"),
+                "rule_code": F.lit(code),
+                "_run_id": F.lit(run_id),
+            }
+        ),
+        FACT_EPISODE,
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _peak_hour() -> Column:
+    """Aggregate: struct(aqi, pollutant) of the hour with the highest aqi, the earliest among equals."""
+    # Structs compare field by field: highest aqi first, then the smallest ts (largest -ts).
+    # Hours without aqi are left out, so a day with none gives NULL rather than a NULL-aqi hour.
+    return F.max(
+        F.when(
+            F.col("aqi").isNotNull(),
+            F.struct(
+                F.col("aqi").alias("aqi"),
+                (-F.unix_seconds(F.col("ts_utc"))).alias("neg_ts"),
+                F.col("dominant_pollutant").alias("pollutant"),
+            ),
+        )
+    )
+
+
+def _key_hash(*parts: Column) -> Column:
+    """SHA-256 hex of the parts joined with "|"; parts must be non-null (concat_ws skips NULLs)."""
+    return F.sha2(F.concat_ws("|", *parts), 256)
+
+
+def _date_key(d: Column) -> Column:
+    """yyyyMMdd as an int, by arithmetic so no string parsing or time zone is involved."""
+    return F.year(d) * 10000 + F.month(d) * 100 + F.dayofmonth(d)
+
+
+def _require_utc(spark: SparkSession) -> None:
+    """Refuse a session whose time zone is not UTC: ids and dates would silently shift."""
+    tz = spark.conf.get("spark.sql.session.timeZone")
+    if tz not in ("UTC", "Etc/UTC", "Z", "+00:00"):
+        raise ConfigError(f"gold needs spark.sql.session.timeZone=UTC, the session has {tz!r}")
+
+
+def _conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Exactly `spec`'s columns, in its order, cast to its types."""
+    # Same split as TableSpec.column_names: fine while no column type contains a comma.
+    typed = [part.strip().split(None, 1) for part in spec.columns.split(",") if part.strip()]
+    return df.select(*[F.col(name).cast(dtype).alias(name) for name, dtype in typed])

@@ -1,0 +1,140 @@
+"""Settings from command-line flags, RAY_BACKFILL_* environment variables and a TOML file.
+
+Precedence: flag > environment variable > config file > built-in default. Every source fills
+the same `Settings`, so validation and error messages are the same whichever was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ray_backfill.config import CatalogConfig, PipelineConfig, Settings, SourceConfig, SparkConfig
+from ray_backfill.errors import ConfigError
+
+ENV_PREFIX = "RAY_BACKFILL_"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+    if not items:
+        raise ValueError("empty list")
+    return items
+
+
+def _int(value: Any) -> int:
+    return int(value)
+
+
+def _float(value: Any) -> float:
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, where it lands in Settings, how to parse it."""
+
+    flag: str
+    section: str
+    field: str
+    help: str
+    parse: Callable[[Any], Any] = str
+    choices: tuple[str, ...] | None = None
+    secret: bool = False  # read from env/file only: a flag would show in `ps`
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--warehouse", "catalog", "warehouse", "warehouse root: a path or hdfs://, s3a:// URI (default ./warehouse)"),
+    Option("--catalog", "catalog", "kind", "Iceberg catalog: sqlite (default), postgres, hadoop, rest",
+           choices=("sqlite", "postgres", "hadoop", "rest")),
+    Option("--catalog-uri", "catalog", "uri", "JDBC URL (postgres) or REST endpoint (rest)"),
+    Option("--catalog-name", "catalog", "name", "Spark catalog name (default lh)"),
+    Option("--catalog-user", "catalog", "user", "catalog user (postgres, rest)"),
+    Option("--catalog-password", "catalog", "password", "catalog password", secret=True),
+    Option("--spark-mode", "spark", "mode", "raydp (default): Spark on Ray actors; local: local[N] in one JVM",
+           choices=("raydp", "local")),
+    Option("--executor-cores", "spark", "executor_cores", "cores per Spark executor (default 1)", _int),
+    Option("--executor-memory", "spark", "executor_memory", "memory per Spark executor (default 768m)"),
+    Option("--source", "source", "kind", "synthetic (default, offline) or open-meteo",
+           choices=("synthetic", "open-meteo")),
+    Option("--api-url", "source", "api_url", "Open-Meteo base URL"),
+    Option("--api-key", "source", "api_key", "Open-Meteo API key", secret=True),
+    Option("--api-timeout", "source", "timeout_s", "seconds per Open-Meteo request (default 60)", _float),
+    Option("--locations", "pipeline", "locations", "comma-separated location keys (default: all in the file)", _csv),
+    Option("--locations-file", "pipeline", "locations_file", "locations JSON Lines file", Path),
+    Option("--pollutants", "pipeline", "pollutants", "comma-separated pollutant codes (default: all)", _csv),
+    Option("--pollutants-file", "pipeline", "pollutants_file", "pollutants JSON Lines file", Path),
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add the settings flags (and --config) to a parser; defaults stay None to see what was set."""
+    group = parser.add_argument_group("settings (also RAY_BACKFILL_<NAME> env vars or --config file)")
+    group.add_argument("--config", type=Path, default=None, help="TOML file with these settings (flag names, _ for -)")
+    for opt in OPTIONS:
+        if opt.secret:
+            continue
+        group.add_argument(opt.flag, dest=opt.dest, default=None, choices=opt.choices, help=opt.help)
+
+
+def _read_config_file(path: Path | None) -> Mapping[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    known = {opt.dest for opt in OPTIONS} | set(EXTRA_FILE_KEYS)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return data
+
+
+# Keys a config file may hold besides the OPTIONS (read by the CLI for its own flags).
+EXTRA_FILE_KEYS = ("parallelism", "chunk", "retries", "chunk_timeout", "address", "executor",
+                   "skip_bronze", "skip_silver", "skip_gold")
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> tuple[Settings, Mapping[str, Any]]:
+    """Build Settings from flags, env and the config file; also return the file's raw values."""
+    env = os.environ if env is None else env
+    file_values = _read_config_file(getattr(args, "config", None))
+    sections: dict[str, dict[str, Any]] = {"catalog": {}, "spark": {}, "source": {}, "pipeline": {}}
+    for opt in OPTIONS:
+        value, origin = getattr(args, opt.dest, None), opt.flag
+        if value is None and env.get(opt.env) not in (None, ""):
+            value, origin = env[opt.env], opt.env
+        if value is None and opt.dest in file_values:
+            value, origin = file_values[opt.dest], f"{opt.dest} in {args.config}"
+        if value is None:
+            continue
+        if opt.choices and value not in opt.choices:
+            raise ConfigError(f"{origin} {value!r} is not one of {', '.join(opt.choices)}")
+        try:
+            sections[opt.section][opt.field] = opt.parse(value)
+        except (TypeError, ValueError):
+            shown = "***" if opt.secret else repr(value)
+            raise ConfigError(f"{origin} {shown} is not a valid value") from None
+    settings = Settings(
+        catalog=CatalogConfig(**sections["catalog"]),
+        spark=SparkConfig(**sections["spark"]),
+        source=SourceConfig(**sections["source"]),
+        pipeline=PipelineConfig(**sections["pipeline"]),
+    )
+    return settings, file_values
