@@ -10,7 +10,9 @@ SHA-256 hex digest (64 chars) of the natural key joined with "|", timestamps wri
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
 from datetime import date
 from typing import Sequence
 
@@ -54,7 +56,7 @@ def build_dim_location(spark: SparkSession, locations: Sequence[Location]) -> Da
             float(loc.latitude),
             float(loc.longitude),
             loc.timezone,
-            json.dumps(loc.extra, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if loc.extra else None,
+            _attributes_json(loc.extra),
         )
         for loc in locations
     ]
@@ -77,7 +79,7 @@ def build_dim_pollutant(spark: SparkSession, pollutants: Sequence[Pollutant]) ->
 
 
 def _work_shift(hour: int) -> str:
-    """The work shift of an hour of the day: night 0–5, morning 6–11, afternoon 12–17, evening 18–23."""
+    """The shift of an hour of the day: night 0–5, morning 6–11, afternoon 12–17, evening 18–23."""
     return next(shift for end, shift in _SHIFTS if hour < end)
 
 
@@ -138,7 +140,7 @@ def build_fact_daily(silver: DataFrame, run_id: str, who_pm25: float = 15.0) -> 
         aggregates += [F.avg(p).alias(f"{p}_mean"), F.max(p).alias(f"{p}_max")]
     for cat in CATEGORIES:
         aggregates.append(F.count(F.when(F.col("aqi_category") == cat, 1)).alias(f"hours_in_cat_{cat}"))
-    aggregates.append(F.count(F.when(F.col("pm25") >= who_pm25, 1)).alias("hours_above_who_pm25"))
+    aggregates.append(F.count(F.when(F.col("pm25") > who_pm25, 1)).alias("hours_above_who_pm25"))
 
     daily = silver.groupBy("location_key", "date_utc").agg(*aggregates)
     return _conform(
@@ -203,6 +205,13 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
 # --- helpers --------------------------------------------------------------------------------
 
 
+def _attributes_json(extra: dict) -> str | None:
+    """Compact JSON with sorted keys, so the same fields always give the same string; None if empty."""
+    if not extra:
+        return None
+    return json.dumps(extra, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _peak_hour() -> Column:
     """Aggregate: struct(aqi, pollutant) of the hour with the highest aqi, the earliest among equals."""
     # Structs compare field by field: highest aqi first, then the smallest ts (largest -ts).
@@ -241,3 +250,87 @@ def _conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     # Same split as TableSpec.column_names: fine while no column type contains a comma.
     typed = [part.strip().split(None, 1) for part in spec.columns.split(",") if part.strip()]
     return df.select(*[F.col(name).cast(dtype).alias(name) for name, dtype in typed])
+
+
+# --- entrypoint: read silver, write gold ---------------------------------------------------
+
+
+def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
+    """Rebuild gold for `chunk` and the run's locations from silver; one commit per table."""
+    from jobs.tables import (
+        DIM_DATE, DIM_LOCATION, DIM_POLLUTANT, DIM_TIME, FACT_DAILY, FACT_EPISODE, FACT_HOURLY, SILVER,
+    )
+    from jobs.writes import literal_date, literal_ts, replace_range, replace_table
+
+    cat = settings.catalog
+    start = dt.datetime.combine(chunk.start, dt.time())
+    end = dt.datetime.combine(chunk.end, dt.time())
+    in_keys = F.col("location_key").isin(inputs.location_keys)
+    silver = spark.table(SILVER.qualified(cat))
+    written: dict[str, int] = {}
+
+    def put(spec, frame, **range_args) -> None:
+        frame = frame.persist()
+        try:
+            written[f"gold.{spec.name}"] = frame.count()
+            if range_args:
+                replace_range(spark, spec.qualified(cat), frame, scope=in_keys, **range_args)
+            else:
+                replace_table(spec.qualified(cat), frame)
+        finally:
+            frame.unpersist()
+
+    # Dimensions are small and replaced whole; dim_date spans every date in silver.
+    put(DIM_LOCATION, build_dim_location(spark, inputs.all_locations))
+    put(DIM_POLLUTANT, build_dim_pollutant(spark, inputs.all_pollutants))
+    put(DIM_TIME, build_dim_time(spark))
+    first, last = silver.agg(F.min("date_utc"), F.max("date_utc")).first()
+    if first is not None:
+        put(DIM_DATE, build_dim_date(spark, first, last))
+
+    hours = silver.where((F.col("ts_utc") >= literal_ts(start)) & (F.col("ts_utc") < literal_ts(end)) & in_keys)
+    put(FACT_HOURLY, build_fact_hourly(hours, run_id), column="ts_utc", start=start, end=end, alignment="month")
+    days = silver.where(
+        (F.col("date_utc") >= literal_date(chunk.start)) & (F.col("date_utc") < literal_date(chunk.end)) & in_keys
+    )
+    put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=chunk.end,
+        alignment="year", date_column=True)
+    episodes = episodes_starting_in(silver.where(in_keys), start, end, settings.pipeline, run_id)
+    put(FACT_EPISODE, episodes, column="start_ts_utc", start=start, end=end, alignment="table")
+    return written
+
+
+def episodes_starting_in(silver, start: dt.datetime, end: dt.datetime, pipeline, run_id: str):
+    """Episodes whose first hour lies in [start, end), computed whole even where they cross `end`.
+
+    Episodes are owned by the range holding their start, so a re-run of a range neither
+    truncates nor duplicates one that crosses its edge. The silver window reaches back far
+    enough to see the hour that precedes a start, and forward until no run is cut off.
+    """
+    from jobs.writes import literal_ts
+
+    threshold, min_hours = pipeline.episode_threshold, pipeline.episode_min_hours
+    last_ts = silver.agg(F.max("ts_utc")).first()[0]
+    margin = dt.timedelta(days=2)
+    while True:
+        lo, hi = start - margin, end + margin
+        window = silver.where((F.col("ts_utc") >= literal_ts(lo)) & (F.col("ts_utc") < literal_ts(hi)))
+        # A run still going at the window's last hour may continue past it: widen and redo.
+        edge = window.where((F.col("ts_utc") == literal_ts(hi - dt.timedelta(hours=1)))
+                            & (F.col("aqi") >= threshold))
+        if last_ts is None or hi > last_ts or edge.limit(1).count() == 0:
+            break
+        margin *= 4
+    episodes = build_episodes(window, threshold, min_hours, run_id)
+    return episodes.where((F.col("start_ts_utc") >= literal_ts(start)) & (F.col("start_ts_utc") < literal_ts(end)))
+
+
+def main(argv=None) -> int:
+    """`python -m jobs.gold --start-date … --end-date …`"""
+    from jobs.entry import run_stage
+
+    return run_stage("gold", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,7 @@ from jobs.tables import (
     FACT_HOURLY,
     SILVER,
 )
-from ray_backfill.errors import DateRangeError
+from ray_backfill.errors import ConfigError, DateRangeError
 
 pytestmark = pytest.mark.spark
 
@@ -146,7 +146,7 @@ def test_dim_date_is_continuous_with_iso_weekdays_and_weeks(spark):
 
     assert_matches_spec(spark, df, DIM_DATE)
     rows = {r.date_value: r for r in df.collect()}
-    # continuous: one row per day, first and last included: Feb 27-29 (leap year) + 306 days of Mar-Dec + Jan 1
+    # continuous, both ends included: Feb 27-29 (a leap year) + 306 days of Mar-Dec + Jan 1
     assert len(rows) == df.count() == (last - first).days + 1 == 3 + 306 + 1
     assert min(rows) == first and max(rows) == last
 
@@ -202,7 +202,8 @@ def test_fact_hourly_ids_are_deterministic_and_columns_match(spark):
     assert {(r.location_key, r.time_key): r.record_id for r in second.collect()} == ids
     row = first.where("location_key = 'lyon' AND time_key = 500").first()
     # silver values pass through; _run_id is the gold run's, not silver's
-    assert (row.aqi, row.pm25, row.source_aqi, row.aqi_category, row._run_id) == (80, 20.5, 77, "moderate", "gold-1")
+    assert (row.aqi, row.pm25, row.source_aqi, row.aqi_category) == (80, 20.5, 77, "moderate")
+    assert row._run_id == "gold-1"
     assert row.ts_utc == collected(at(5))
 
 
@@ -223,7 +224,9 @@ LYON_PM25 = {0: 15.0, 1: 15.5, 2: 32.5}
 
 def daily_silver(spark):
     rows = [
-        silver_row("lyon", at(h), aqi=aqi, dominant_pollutant=dom, pm25=LYON_PM25.get(h), co=0.5 if h == 7 else None)
+        silver_row(
+            "lyon", at(h), aqi=aqi, dominant_pollutant=dom, pm25=LYON_PM25.get(h), co=0.5 if h == 7 else None
+        )
         for h, aqi, dom in LYON_DAY
     ]
     rows.append(silver_row("lyon", at(24 + 9), aqi=55, dominant_pollutant="o3"))  # next day, one hour
@@ -247,9 +250,8 @@ def test_fact_daily_aggregates_one_day(spark):
     assert (lyon.pm25_mean, lyon.pm25_max) == (21.0, 32.5)
     assert (lyon.co_mean, lyon.co_max, lyon.so2_mean, lyon.so2_max) == (0.5, 0.5, None, None)
     # good 0,1,4,10,11,15,16,17; moderate 5,6,12; usg 2,13; unhealthy 7; very 8; hazardous 3,9,14
-    cats = (lyon.hours_in_cat_good, lyon.hours_in_cat_moderate, lyon.hours_in_cat_usg,
-            lyon.hours_in_cat_unhealthy, lyon.hours_in_cat_very_unhealthy, lyon.hours_in_cat_hazardous)  # fmt: skip
-    assert cats == (8, 3, 2, 1, 1, 3)
+    cats = ("good", "moderate", "usg", "unhealthy", "very_unhealthy", "hazardous")
+    assert [lyon[f"hours_in_cat_{c}"] for c in cats] == [8, 3, 2, 1, 1, 3]
     # 15.0 is not above 15 (strictly greater): only 15.5 and 32.5 count
     assert lyon.hours_above_who_pm25 == 2
     # 19 rows but the NULL-aqi hour is not measured: 18 / 24 * 100
@@ -263,14 +265,14 @@ def test_fact_daily_other_days_and_who_parameter(spark):
     oslo = rows[("oslo", date(2024, 3, 1))]
     assert (oslo.hours_measured, oslo.data_completeness, oslo.hours_in_cat_good) == (24, 100.0, 24)
     next_day = rows[("lyon", date(2024, 3, 2))]
-    assert (next_day.aqi_daily_max, next_day.dominant_pollutant_daily, next_day.date_key) == (55, "o3", 20240302)
+    assert (next_day.aqi_daily_max, next_day.dominant_pollutant_daily) == (55, "o3")
+    assert next_day.date_key == 20240302
     assert next_day.data_completeness == pytest.approx(100 / 24)
     assert next_day.daily_id != rows[("lyon", date(2024, 3, 1))].daily_id
     # no aqi at all: no peak hour, nothing measured
     nice = rows[("nice", date(2024, 3, 1))]
-    assert (nice.aqi_daily_max, nice.dominant_pollutant_daily, nice.hours_measured, nice.data_completeness) == (
-        None, None, 0, 0.0,
-    )  # fmt: skip
+    assert (nice.aqi_daily_max, nice.dominant_pollutant_daily) == (None, None)
+    assert (nice.hours_measured, nice.data_completeness) == (0, 0.0)
     # a lower guideline also counts the 15.0 hour
     stricter = build_fact_daily(silver, "gold-1", who_pm25=10.0)
     assert stricter.where("location_key = 'lyon' AND date_key = 20240301").first().hours_above_who_pm25 == 3
@@ -311,7 +313,9 @@ def test_episodes_split_on_missing_and_null_hours(spark):
     df = build_episodes(episode_silver(spark), threshold=151, min_hours=4, run_id="gold-1")
 
     assert_matches_spec(spark, df, FACT_EPISODE)
-    got = sorted((r.location_key, r.start_ts_utc, r.end_ts_utc, r.duration_hours, r.peak_aqi) for r in df.collect())
+    got = sorted(
+        (r.location_key, r.start_ts_utc, r.end_ts_utc, r.duration_hours, r.peak_aqi) for r in df.collect()
+    )
     assert got == sorted([
         # 00-04 kept; 06-08 is only 3 hours after the missing 05 and dropped
         ("lyon", collected(at(0)), collected(at(4)), 5, 160),
@@ -324,24 +328,29 @@ def test_episodes_split_on_missing_and_null_hours(spark):
 
 def test_episode_peak_dates_ids_and_rule(spark):
     silver = episode_silver(spark)
-    rows = {r.location_key + r.rule_code: r for r in build_episodes(silver, 151, 4, "gold-1").collect()}
 
-    oslo = rows["oslo" + "AQI>=151_4h"]
+    def ids(df):
+        return {(r.location_key, r.start_ts_utc): r.episode_id for r in df.collect()}
+
+    episodes = build_episodes(silver, 151, 4, "gold-1")
+    rows = {r.location_key: r for r in episodes.where("location_key IN ('oslo', 'nice')").collect()}
+    oslo, nice = rows["oslo"], rows["nice"]
     # peak 200 at hours 1 (o3) and 3 (no2): the earlier hour's pollutant
-    assert (oslo.peak_aqi, oslo.dominant_pollutant, oslo._run_id) == (200, "o3", "gold-1")
+    assert (oslo.peak_aqi, oslo.dominant_pollutant) == (200, "o3")
+    assert (oslo.rule_code, oslo._run_id) == ("AQI>=151_4h", "gold-1")
     # start_date_utc is the start's day even when the episode ends the next day
-    nice = rows["nice" + "AQI>=151_4h"]
     assert (nice.start_date_utc, nice.end_ts_utc) == (date(2024, 3, 1), collected(at(25)))
-    assert oslo.episode_id == sha256("oslo|2024-03-01T00:00:00Z|AQI>=151_4h")
 
-    again = {r.location_key + r.rule_code: r.episode_id for r in build_episodes(silver, 151, 4, "gold-2").collect()}
-    assert again == {key: r.episode_id for key, r in rows.items()}
-    # a shorter rule finds the 3-hour runs too, and the same start gets another id under it
-    looser = build_episodes(silver, 151, 3, "gold-1")
-    lyon_starts = sorted(r.start_ts_utc for r in looser.where("location_key = 'lyon'").collect())
+    # the documented key string; four episodes, four ids, the same on a rebuild
+    assert oslo.episode_id == sha256("oslo|2024-03-01T00:00:00Z|AQI>=151_4h")
+    first_ids = ids(episodes)
+    assert len(set(first_ids.values())) == 4
+    assert ids(build_episodes(silver, 151, 4, "gold-2")) == first_ids
+    # a shorter rule also finds the two 3-hour runs, and gives the same starts other ids
+    looser = ids(build_episodes(silver, 151, 3, "gold-1"))
+    lyon_starts = sorted(start for loc, start in looser if loc == "lyon")
     assert lyon_starts == [collected(at(h)) for h in (0, 6, 10, 15)]
-    oslo_looser = looser.where("location_key = 'oslo'").first()
-    assert oslo_looser.rule_code == "AQI>=151_3h" and oslo_looser.episode_id != oslo.episode_id
+    assert looser[("oslo", collected(at(0)))] != oslo.episode_id
 
 
 def test_episodes_empty_when_nothing_qualifies(spark):
@@ -350,3 +359,16 @@ def test_episodes_empty_when_nothing_qualifies(spark):
 
     assert_matches_spec(spark, df, FACT_EPISODE)
     assert df.count() == 0
+
+
+def test_ids_refuse_a_session_outside_utc(spark):
+    silver = silver_df(spark, [silver_row("lyon", at(5), aqi=80)])
+    # ids and dates are rendered in the session time zone: elsewhere they would silently change
+    spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")
+    try:
+        with pytest.raises(ConfigError, match="Europe/Paris"):
+            build_fact_hourly(silver, "gold-1")
+        with pytest.raises(ConfigError, match="Europe/Paris"):
+            build_episodes(silver, 151, 4, "gold-1")
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
