@@ -1,6 +1,6 @@
-"""`ray-backfill`: plan and run backfills of the air-quality lakehouse.
+"""`ray-backfill`: plan, run, resume and inspect backfills of the air-quality lakehouse.
 
-A thin shell: parse flags, build Settings, call one library function, and turn the project's
+A thin shell: parse flags, build the request, call one library function, and turn the project's
 errors into one line on stderr and exit code 1.
 """
 
@@ -19,43 +19,98 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ray-backfill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_range(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def with_run_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--start-date", required=True, help="first UTC day, YYYY-MM-DD")
         p.add_argument("--end-date", required=True, help="last UTC day, YYYY-MM-DD (inclusive)")
         p.add_argument("--chunk", default=None, choices=("monthly", "weekly", "daily"), help="chunk size (monthly)")
+        p.add_argument("--executor", default=None, choices=("ray", "sequential"),
+                       help="ray (default): chunks in parallel, fresh session each; sequential: the old baseline")
+        p.add_argument("--parallelism", type=int, default=None, help="chunks in flight (default: from the cluster)")
+        p.add_argument("--retries", type=int, default=None, help="extra attempts per chunk (default 2)")
+        p.add_argument("--chunk-timeout", type=float, default=None, help="seconds before a chunk attempt is killed")
+        p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local one)")
+        for stage in ("bronze", "silver", "gold"):
+            p.add_argument(f"--skip-{stage}", action="store_true", default=None, help=f"do not run {stage}")
         add_options(p)
         return p
 
-    plan = with_range(sub.add_parser("plan", help="print the chunks a run would execute"))
-    plan.set_defaults(func=_cmd_plan)
-
-    run = with_range(sub.add_parser("run", help="run a backfill: bronze chunks, then silver and gold"))
-    run.add_argument("--executor", default=None, choices=("sequential",), help="how chunks run")
-    run.add_argument("--skip-bronze", action="store_true", default=None, help="do not run bronze")
-    run.add_argument("--skip-silver", action="store_true", default=None, help="do not run silver")
-    run.add_argument("--skip-gold", action="store_true", default=None, help="do not run gold")
+    with_run_flags(sub.add_parser("plan", help="print the chunks and source calls of a run")).set_defaults(func=_cmd_plan)
+    run = with_run_flags(sub.add_parser("run", help="run a backfill: bronze chunks, barrier, silver, gold"))
     run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     run.set_defaults(func=_cmd_run)
+
+    resume = sub.add_parser("resume", help="re-run what did not succeed in a run")
+    resume.add_argument("run_id")
+    resume.add_argument("--warehouse", default=None, help="warehouse of the run (default ./warehouse)")
+    resume.set_defaults(func=_cmd_resume)
+
+    status = sub.add_parser("status", help="show a run's chunks, or the recent runs")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--warehouse", default=None, help="warehouse of the runs (default ./warehouse)")
+    status.set_defaults(func=_cmd_status)
     return parser
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from jobs.context import load_inputs
     from ray_backfill.runner import build_request, format_plan
 
     request = build_request(args)
-    print(format_plan(request))
+    print(format_plan(request, load_inputs(request.settings.pipeline)))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from jobs.context import load_inputs
     from ray_backfill.runner import build_request, format_plan, run_backfill
 
     request = build_request(args)
     if args.dry_run:
-        print(format_plan(request))
+        print(format_plan(request, load_inputs(request.settings.pipeline)))
         return 0
-    report = run_backfill(request, echo=print)
-    return 0 if report.ok else 1
+    record = run_backfill(request)
+    return 0 if record.outcome == "succeeded" else 1
+
+
+def _ledger(warehouse: str | None):
+    from ray_backfill.config import CatalogConfig
+    from ray_backfill.runner import ledger_for
+
+    return ledger_for(CatalogConfig(warehouse=warehouse) if warehouse else CatalogConfig())
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from ray_backfill.runner import BackfillRequest, run_backfill
+
+    record = _ledger(args.warehouse).load(args.run_id)
+    request = BackfillRequest.from_json(record.request, record.run_id)
+    done = sum(t.status.value == "succeeded" for t in record.tasks)
+    print(f"resuming run {record.run_id}: {done}/{len(record.tasks)} tasks already succeeded")
+    record = run_backfill(request, record)
+    return 0 if record.outcome == "succeeded" else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ray_backfill.progress import Progress, summary_table
+
+    ledger = _ledger(args.warehouse)
+    if args.run_id:
+        record = ledger.load(args.run_id)
+        print(f"run {record.run_id}: {record.outcome or 'in progress (or its driver was killed)'}, "
+              f"started {record.created_at}, finished {record.finished_at or '-'}")
+        print(Progress.bar(record))
+        print(summary_table(record))
+        return 0
+    ids = ledger.run_ids()
+    if not ids:
+        print(f"no runs recorded under {ledger.root}")
+        return 0
+    for run_id in ids[-20:]:
+        record = ledger.load(run_id)
+        req = record.request
+        print(f"{run_id}  {record.outcome or 'unfinished':<10} {req['start_date']} .. {req['end_date']}  "
+              f"{req['executor']:<10} {Progress.bar(record, width=10)}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -196,3 +196,48 @@ class Settings:
     def replace(self, **sections) -> "Settings":
         """A copy with some sections replaced."""
         return dataclasses.replace(self, **sections)
+
+
+SECRET_FIELDS = {("catalog", "password"): "RAY_BACKFILL_CATALOG_PASSWORD", ("source", "api_key"): "RAY_BACKFILL_API_KEY"}
+
+
+def settings_to_dict(settings: Settings) -> dict:
+    """Settings as plain JSON data, WITHOUT secrets (they travel in environment variables)."""
+    data = dataclasses.asdict(settings)
+    for (section, name) in SECRET_FIELDS:
+        data[section][name] = None
+    data["pipeline"]["locations_file"] = str(settings.pipeline.locations_file)
+    data["pipeline"]["pollutants_file"] = str(settings.pipeline.pollutants_file)
+    return data
+
+
+def settings_from_dict(data: dict, env: dict | None = None) -> Settings:
+    """Rebuild Settings from `settings_to_dict` output; secrets are read from the environment."""
+    env = os.environ if env is None else env
+    sections = {k: dict(v) for k, v in data.items()}
+    for (section, name), var in SECRET_FIELDS.items():
+        sections[section][name] = env.get(var) or None
+    for section, keys in (("catalog", ("properties",)), ("spark", ("extra",))):
+        for key in keys:
+            sections[section][key] = tuple(tuple(p) for p in sections[section].get(key) or ())
+    pipe = sections["pipeline"]
+    pipe["locations_file"] = Path(pipe["locations_file"])
+    pipe["pollutants_file"] = Path(pipe["pollutants_file"])
+    for key in ("locations", "pollutants"):
+        pipe[key] = tuple(pipe[key]) if pipe.get(key) else None
+    return Settings(
+        catalog=CatalogConfig(**sections["catalog"]),
+        spark=SparkConfig(**sections["spark"]),
+        source=SourceConfig(**sections["source"]),
+        pipeline=PipelineConfig(**pipe),
+    )
+
+
+def secret_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that carry the settings' secrets to a child process."""
+    out = {}
+    for (section, name), var in SECRET_FIELDS.items():
+        value = getattr(getattr(settings, section), name)
+        if value:
+            out[var] = value
+    return out

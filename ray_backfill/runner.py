@@ -1,97 +1,322 @@
-"""The scheduling loop every executor shares: validate, plan, bronze chunks, barrier, silver, gold."""
+"""The scheduling loop every executor shares.
+
+prepare (create tables) → bronze chunks (fanned out, retried) → barrier → silver → gold.
+Every state change is written to the run's ledger first, so `resume` can pick up after any stop,
+including a killed driver. Silver and gold run only when every bronze chunk has succeeded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import random
+import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from jobs.context import StageInputs, load_inputs
 from jobs.entry import new_run_id
-from ray_backfill.config import Settings
+from ray_backfill.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
+from ray_backfill.errors import ConfigError
+from ray_backfill.executors.base import Task
+from ray_backfill.ledger import ChunkStatus, RunLedger, RunRecord, TaskRecord
 from ray_backfill.options import resolve
 from ray_backfill.plan import Chunk, DateRange, plan_chunks
+from ray_backfill.progress import Progress, summary_table
 from ray_backfill.sessions import check_writers, ensure_warehouse
+
+STAGES = ("bronze", "silver", "gold")
 
 
 @dataclass(frozen=True)
 class BackfillRequest:
-    """A validated backfill: settings, range, chunks, inputs and which stages run."""
+    """A validated backfill: what to run, how, and with which settings."""
 
     settings: Settings
     date_range: DateRange
-    granularity: str
-    chunks: tuple[Chunk, ...]
-    inputs: StageInputs
-    executor: str = "sequential"
+    granularity: str = "monthly"
+    executor: str = "ray"
     skip: frozenset[str] = frozenset()
+    parallelism: int | None = None  # None: derived from the cluster
+    retries: int = 2  # extra attempts per task
+    chunk_timeout_s: float | None = None
+    address: str | None = None
     run_id: str = field(default_factory=new_run_id)
 
+    def __post_init__(self) -> None:
+        if self.parallelism is not None and self.parallelism < 1:
+            raise ConfigError(f"--parallelism {self.parallelism} must be >= 1")
+        if self.retries < 0:
+            raise ConfigError(f"--retries {self.retries} must be >= 0")
+        if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
+            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be > 0 seconds")
+        if self.executor not in ("ray", "sequential"):
+            raise ConfigError(f"--executor {self.executor!r} is unknown; use ray or sequential")
 
-@dataclass
-class RunReport:
-    """What a run did: per chunk and per stage rows and seconds."""
+    @property
+    def chunks(self) -> list[Chunk]:
+        return plan_chunks(self.date_range, self.granularity)
 
-    run_id: str
-    chunks: list[dict] = field(default_factory=list)
-    stages: dict[str, dict] = field(default_factory=dict)
-    ok: bool = True
-    seconds: float = 0.0
+    def to_json(self) -> dict:
+        return {
+            "settings": settings_to_dict(self.settings), "start_date": self.date_range.start_date.isoformat(),
+            "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
+            "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
+            "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s, "address": self.address,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, run_id: str) -> "BackfillRequest":
+        return cls(
+            settings=settings_from_dict(data["settings"]),
+            date_range=DateRange(dt.date.fromisoformat(data["start_date"]), dt.date.fromisoformat(data["end_date"])),
+            granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
+            parallelism=data["parallelism"], retries=data["retries"], chunk_timeout_s=data["chunk_timeout_s"],
+            address=data["address"], run_id=run_id,
+        )
+
+
+def _flag(args, file_values, name, default, parse=lambda v: v):
+    value = getattr(args, name, None)
+    if value is None:
+        value = file_values.get(name)
+    return default if value is None else parse(value)
 
 
 def build_request(args: argparse.Namespace) -> BackfillRequest:
-    """Validate flags, env and config into a request; raises InputError before anything runs."""
+    """Validate flags, env and config file into a request; raises InputError before anything runs."""
     settings, file_values = resolve(args)
     date_range = DateRange.parse(args.start_date, args.end_date)
-    granularity = args.chunk or file_values.get("chunk", "monthly")
-    chunks = plan_chunks(date_range, granularity)
-    inputs = load_inputs(settings.pipeline)
-    skip = frozenset(s for s in ("bronze", "silver", "gold") if getattr(args, f"skip_{s}", None) or file_values.get(f"skip_{s}"))
-    executor = getattr(args, "executor", None) or file_values.get("executor", "sequential")
-    return BackfillRequest(settings, date_range, granularity, tuple(chunks), inputs, executor, skip)
+    skip = frozenset(s for s in STAGES if _flag(args, file_values, f"skip_{s}", False))
+    try:
+        return BackfillRequest(
+            settings=settings, date_range=date_range,
+            granularity=_flag(args, file_values, "chunk", "monthly"),
+            executor=_flag(args, file_values, "executor", "ray"), skip=skip,
+            parallelism=_flag(args, file_values, "parallelism", None, int),
+            retries=_flag(args, file_values, "retries", 2, int),
+            chunk_timeout_s=_flag(args, file_values, "chunk_timeout", None, float),
+            address=_flag(args, file_values, "address", None),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"a numeric setting is not a number: {exc}") from None
 
 
-def format_plan(request: BackfillRequest) -> str:
-    """The plan as a reader wants it: chunks, locations, variables."""
-    r = request
+def ledger_for(catalog: CatalogConfig) -> RunLedger:
+    if not catalog.warehouse_is_local:
+        raise ConfigError(f"the run ledger needs a local or shared-path warehouse, not {catalog.warehouse!r}")
+    return RunLedger.for_warehouse(catalog.warehouse_path)
+
+
+def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
+    """The plan: chunks, locations, and the source calls it will make."""
+    from jobs.sources.openmeteo import request_weight
+
+    chunks = request.chunks
+    nvars = len(inputs.variables)
+    nloc = len(inputs.locations)
+    weight = sum(request_weight(1, nvars, c.days) * nloc for c in chunks)
+    requests = len(chunks) * -(-nloc // request.settings.source.batch_size)
+    stages = [s for s in STAGES if s not in request.skip]
     lines = [
-        f"plan: {r.date_range.start_date} .. {r.date_range.end_date} in {len(r.chunks)} {r.granularity} chunks, "
-        f"{len(r.inputs.locations)} locations, {len(r.inputs.variables)} variables, source {r.settings.source.kind}",
+        f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
+        f"chunks x {nloc} locations, {nvars} variables, source {request.settings.source.kind}, stages {'+'.join(stages)}",
+        f"source calls: {requests} requests, {weight:,.1f} weighted calls "
+        f"(Open-Meteo free tier: 600/min, 5,000/hour, 10,000/day -> at least "
+        f"{max(weight / 600, weight / 5000 * 60, 1) :.0f} min, {weight / 10000:.2f} days of quota)",
     ]
-    lines += [f"  {c.chunk_id:<24} {c.start} .. {c.last_day} ({c.days} days)" for c in r.chunks]
+    for c in chunks:
+        lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
+                     f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
     return "\n".join(lines)
 
 
-def run_backfill(request: BackfillRequest, echo: Callable[[str], None] = print) -> RunReport:
-    """Run bronze over every chunk, then (only if all succeeded) silver and gold over the range."""
-    from jobs.inspect import format_summaries, summarize
-    from ray_backfill.executors.sequential import SequentialExecutor
-
-    settings = request.settings
-    ensure_warehouse(settings.catalog)
-    check_writers(settings.catalog, 1)
-    report = RunReport(request.run_id)
-    started = time.monotonic()
+def new_record(request: BackfillRequest) -> RunRecord:
+    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold."""
     whole = request.date_range.as_chunk
-    echo(f"run {request.run_id}: {len(request.chunks)} chunks, executor {request.executor}, "
-         f"warehouse {settings.catalog.warehouse_path if settings.catalog.warehouse_is_local else settings.catalog.warehouse}")
-    with SequentialExecutor(settings, request.inputs, request.run_id) as executor:
-        if "bronze" not in request.skip:
-            stage_started = time.monotonic()
-            for chunk, rows, seconds in executor.run_bronze(list(request.chunks)):
-                report.chunks.append({"chunk": chunk.chunk_id, "rows": sum(rows.values()), "seconds": round(seconds, 2)})
-                echo(f"  bronze {chunk.chunk_id}: {sum(rows.values()):,} rows in {seconds:.1f}s")
-            report.stages["bronze"] = {"seconds": round(time.monotonic() - stage_started, 2)}
-        for stage in ("silver", "gold"):
-            if stage in request.skip:
-                continue
-            rows, seconds = executor.run_stage(stage, whole)
-            report.stages[stage] = {"seconds": round(seconds, 2), "rows": rows}
-            echo(f"  {stage}: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()) + f" in {seconds:.1f}s")
-        summaries = summarize(executor._spark, settings.catalog)
-    report.seconds = time.monotonic() - started
-    echo(f"done in {report.seconds:.1f}s. Tables in catalog '{settings.catalog.name}' "
-         f"({settings.catalog.kind}{', ' + str(settings.catalog.sqlite_file) if settings.catalog.kind == 'sqlite' else ''}):")
-    echo(format_summaries(summaries))
-    return report
+    tasks = [TaskRecord("prepare", "prepare", whole.start.isoformat(), whole.end.isoformat())]
+    if "bronze" not in request.skip:
+        tasks += [TaskRecord(f"bronze-{c.chunk_id}", "bronze", c.start.isoformat(), c.end.isoformat())
+                  for c in request.chunks]
+    for stage in ("silver", "gold"):
+        if stage not in request.skip:
+            tasks.append(TaskRecord(stage, stage, whole.start.isoformat(), whole.end.isoformat()))
+    return RunRecord(request.run_id, request.to_json(), tasks)
+
+
+def resume_command(request: BackfillRequest) -> str:
+    parts = ["ray-backfill", "resume", request.run_id]
+    if request.settings.catalog.warehouse != CatalogConfig().warehouse:
+        parts += ["--warehouse", str(request.settings.catalog.warehouse)]
+    return shlex.join(parts)
+
+
+def make_executor(request: BackfillRequest, inputs: StageInputs, echo):
+    if request.executor == "sequential":
+        from ray_backfill.executors.sequential import SequentialExecutor
+
+        return SequentialExecutor(request.settings, inputs, request.run_id)
+    from ray_backfill.executors.ray import RayExecutor
+
+    return RayExecutor(request.settings, request.run_id, address=request.address,
+                       parallelism=request.parallelism, chunk_timeout_s=request.chunk_timeout_s, echo=echo)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _raise_cancel(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
+                 echo: Callable[[str], None] = print, progress: Progress | None = None) -> RunRecord:
+    """Run (or resume, given its record) a backfill; returns the final record, also in the ledger."""
+    settings = request.settings
+    inputs = load_inputs(settings.pipeline)
+    ensure_warehouse(settings.catalog)
+    ledger = ledger_for(settings.catalog)
+    record = record or new_record(request)
+    for task in record.tasks:  # a resume re-runs whatever did not succeed
+        if task.status != ChunkStatus.SUCCEEDED:
+            task.status = ChunkStatus.PENDING
+    record.outcome, record.finished_at = None, None
+    ledger.save(record)
+    progress = progress or Progress(echo)
+    echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
+         f"warehouse {settings.catalog.warehouse_path}")
+    previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
+    started = time.monotonic()
+    try:
+        with make_executor(request, inputs, echo) as executor:
+            check_writers(settings.catalog, executor.slots)
+            loop = _Loop(request, record, executor, ledger, progress)
+            ok = loop.phase(record.by_stage("prepare"))
+            ok = ok and loop.phase(record.by_stage("bronze"))
+            for stage in ("silver", "gold"):
+                ok = ok and loop.phase(record.by_stage(stage))
+            record.outcome = "succeeded" if ok else "failed"
+            if ok and request.executor == "sequential":
+                _print_tables(executor.spark, settings, echo)
+    except KeyboardInterrupt:
+        record.outcome = "cancelled"
+        for task in record.tasks:
+            if not task.status.is_terminal():
+                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+        record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        record.stage_seconds["total"] = round(time.monotonic() - started, 2)
+        ledger.save(record)
+        report_path = ledger.save_report(record.run_id, _report(record))
+        echo(summary_table(record))
+        _closing_lines(request, record, report_path, echo)
+    return record
+
+
+def _print_tables(spark, settings: Settings, echo) -> None:
+    from jobs.inspect import format_summaries, summarize
+
+    echo(format_summaries(summarize(spark, settings.catalog)))
+
+
+def _report(record: RunRecord) -> dict:
+    data = record.to_json()
+    data.pop("request", None)
+    data["request"] = {k: v for k, v in record.request.items() if k != "settings"}
+    return data
+
+
+def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, echo) -> None:
+    failed = [t for t in record.tasks if t.status in (ChunkStatus.FAILED, ChunkStatus.CANCELLED)]
+    total = record.stage_seconds.get("total", 0)
+    if record.outcome == "succeeded":
+        catalog = request.settings.catalog
+        where = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
+        echo(f"run {record.run_id} succeeded in {total:.1f}s; tables in catalog '{catalog.name}' "
+             f"({catalog.kind}: {where}), warehouse {catalog.warehouse_path}; report {report_path}")
+        return
+    echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
+    for t in failed:
+        echo(f"  {t.task_id}: {t.status.value} after {t.attempts} attempt(s): {t.error}")
+    if any(t.stage == "bronze" for t in failed):
+        echo("  silver and gold did not run: not every bronze chunk committed")
+    echo(f"resume with: {resume_command(request)}")
+
+
+class _Loop:
+    """Runs the tasks of one phase on the executor: bounded in flight, retried with backoff."""
+
+    def __init__(self, request: BackfillRequest, record: RunRecord, executor, ledger: RunLedger, progress: Progress):
+        self.request, self.record, self.executor = request, record, executor
+        self.ledger, self.progress = ledger, progress
+
+    def _backoff(self, attempt: int) -> float:
+        return min(60.0, 2.0 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def _event(self, task: TaskRecord, line: str) -> None:
+        self.ledger.save(self.record)
+        observe = getattr(self.executor, "observe", None)
+        if observe:
+            observe(self.record, task)
+        self.progress.event(self.record, line)
+
+    def phase(self, tasks: list[TaskRecord]) -> bool:
+        """Run every not-yet-succeeded task; True when all have succeeded."""
+        queue = [t for t in tasks if t.status != ChunkStatus.SUCCEEDED]
+        tries: dict[str, int] = {}
+        not_before: dict[str, float] = {}
+        in_flight: dict[int, tuple[object, TaskRecord]] = {}
+        stage_started = time.monotonic()
+        try:
+            while queue or in_flight:
+                now = time.monotonic()
+                while len(in_flight) < self.executor.slots:
+                    task = next((t for t in queue if not_before.get(t.task_id, 0) <= now), None)
+                    if task is None:
+                        break
+                    queue.remove(task)
+                    tries[task.task_id] = tries.get(task.task_id, 0) + 1
+                    task.move(ChunkStatus.RUNNING, attempts=task.attempts + 1)
+                    self._event(task, f"  {task.task_id}: running (attempt {task.attempts})")
+                    chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
+                    handle = self.executor.start(Task(task.task_id, task.stage, chunk, task.attempts))
+                    in_flight[id(handle)] = (handle, task)
+                for handle, result in self.executor.wait([h for h, _ in in_flight.values()], timeout_s=0.5):
+                    _, task = in_flight.pop(id(handle))
+                    self._finish(task, result, tries, not_before, queue)
+                if not in_flight and queue:
+                    time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
+        except KeyboardInterrupt:
+            self.executor.cancel([h for h, _ in in_flight.values()])
+            raise
+        finally:
+            if tasks:
+                stage = tasks[0].stage
+                self.record.stage_seconds[stage] = round(
+                    self.record.stage_seconds.get(stage, 0) + time.monotonic() - stage_started, 2)
+        return all(t.status == ChunkStatus.SUCCEEDED for t in tasks)
+
+    def _finish(self, task: TaskRecord, result, tries, not_before, queue) -> None:
+        common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
+                      session_seconds=result.session_seconds)
+        if result.ok:
+            task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
+            self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
+        elif tries[task.task_id] <= self.request.retries and not result.details.get("cancelled"):
+            wait = self._backoff(tries[task.task_id])
+            not_before[task.task_id] = time.monotonic() + wait
+            task.move(ChunkStatus.PENDING, error=result.error, **common)
+            queue.append(task)
+            self._event(task, f"  {task.task_id}: attempt {task.attempts} failed ({result.error}); retry in {wait:.1f}s")
+        else:
+            final = ChunkStatus.CANCELLED if result.details.get("cancelled") else ChunkStatus.FAILED
+            task.move(final, error=result.error, **common)
+            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s): {result.error}")

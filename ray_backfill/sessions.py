@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 from ray_backfill.config import JARS_DIR, JVM_MANIFEST, CatalogConfig, Settings, SparkConfig
-from ray_backfill.errors import ConfigError, WarehouseError
+from ray_backfill.errors import ConfigError, StageError, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,10 @@ def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
         "spark.driver.memory": spark.driver_memory,
         "spark.driver.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
+        # Executors (Ray Java workers under RayDP) start Python workers with this interpreter,
+        # the one that has pyspark; the default `python3` on PATH does not.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
@@ -155,6 +160,8 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     # the lakehouse is UTC end to end, so the driver process is too.
     os.environ["TZ"] = "UTC"
     time.tzset()
+    # pyspark hands executors os.environ["PYSPARK_PYTHON"] (default `python3`, without pyspark).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = manifest_jars()
     conf = spark_conf(settings, jars)
     started = time.monotonic()
@@ -167,6 +174,17 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)
     try:
         yield session
+    except Exception as exc:
+        # A py4j error's own text is "An error occurred while calling o123.x": say what the JVM said
+        # while the JVM is still there to ask.
+        java = getattr(exc, "java_exception", None)
+        if java is None:
+            raise
+        try:
+            message = str(java.toString()).splitlines()[0]
+        except Exception:
+            raise exc from None
+        raise StageError(f"{app_name}: {message}", stage=app_name.split("-")[0]) from exc
     finally:
         with contextlib.suppress(Exception):
             stop()

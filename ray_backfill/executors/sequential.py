@@ -1,4 +1,4 @@
-"""The baseline: the old design kept to compare against.
+"""The baseline: the old design, kept to compare against.
 
 One long-lived Spark session in the driver process runs every bronze chunk one after another,
 then silver and gold in that same session. Same job code, same tables as the Ray executor.
@@ -8,45 +8,56 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
 
 from jobs.context import StageInputs
 from jobs.stages import run_stage_range
 from jobs.tables import ensure_tables
 from ray_backfill.config import Settings
-from ray_backfill.plan import Chunk
+from ray_backfill.errors import BackfillError
+from ray_backfill.executors.base import Task, TaskResult
 from ray_backfill.sessions import spark_session
 
 
 class SequentialExecutor:
-    """Runs every chunk and stage in one shared session, in order."""
+    """Runs every task in one shared session, in order, in this process."""
 
     name = "sequential"
+    slots = 1
 
     def __init__(self, settings: Settings, inputs: StageInputs, run_id: str):
         self.settings = settings
         self.inputs = inputs
         self.run_id = run_id
-        self._spark = None
+        self.spark = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "SequentialExecutor":
-        self._spark = self._stack.enter_context(spark_session(self.settings, f"backfill-{self.run_id}"))
-        ensure_tables(self._spark, self.settings.catalog)
+        self.spark = self._stack.enter_context(spark_session(self.settings, f"backfill-{self.run_id}"))
         return self
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
-        self._spark = None
+        self.spark = None
 
-    def run_stage(self, stage: str, chunk: Chunk) -> tuple[dict[str, int], float]:
-        """Run one stage over one chunk in the shared session; rows per table and seconds."""
+    def start(self, task: Task) -> tuple[Task, TaskResult]:
         started = time.monotonic()
-        rows = run_stage_range(stage, self._spark, self.settings, chunk, self.inputs, self.run_id)
-        return rows, time.monotonic() - started
+        try:
+            if task.stage == "prepare":
+                ensure_tables(self.spark, self.settings.catalog)
+                rows = 0
+            else:
+                rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
+                                           self.run_id).values())
+            result = TaskResult(ok=True, rows=rows)
+        except (BackfillError, OSError) as exc:
+            result = TaskResult(ok=False, error=str(exc).splitlines()[0])
+        except Exception as exc:  # a Spark error in the shared session; the loop decides on retries
+            result = TaskResult(ok=False, error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        result.seconds = round(time.monotonic() - started, 2)
+        return task, result
 
-    def run_bronze(self, chunks: list[Chunk]) -> Iterator[tuple[Chunk, dict[str, int], float]]:
-        """Bronze chunks one after another, as the old tool ran them."""
-        for chunk in chunks:
-            rows, seconds = self.run_stage("bronze", chunk)
-            yield chunk, rows, seconds
+    def wait(self, handles, timeout_s):
+        return [(h, h[1]) for h in handles]
+
+    def cancel(self, handles) -> None:
+        """Nothing runs in the background: a task in progress is interrupted by Ctrl-C itself."""

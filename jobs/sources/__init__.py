@@ -1,0 +1,209 @@
+"""Where hourly air-quality rows come from: the Source protocol and the one parser of its answers.
+
+Every source answers in Open-Meteo's wire format (one JSON object per location, see
+https://open-meteo.com/en/docs/air-quality-api), so `responses_to_frame` is the only place
+that turns source data into bronze rows, whichever source produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from jobs.inputs import POLLUTANT_CODES, Location
+from ray_backfill.errors import InputError, SourceError
+
+# Open-Meteo's hourly variables we ask for, in the order requests and columns use them.
+HOURLY_VARIABLES = (
+    "pm2_5",
+    "pm10",
+    "nitrogen_dioxide",
+    "ozone",
+    "sulphur_dioxide",
+    "carbon_monoxide",
+    "aerosol_optical_depth",
+    "dust",
+    "uv_index",
+    "carbon_dioxide",
+    "us_aqi",
+    "us_aqi_pm2_5",
+    "us_aqi_pm10",
+    "us_aqi_nitrogen_dioxide",
+    "us_aqi_ozone",
+    "us_aqi_sulphur_dioxide",
+    "us_aqi_carbon_monoxide",
+)
+
+VARIABLE_TO_COLUMN = {
+    "pm2_5": "pm25",
+    "pm10": "pm10",
+    "nitrogen_dioxide": "no2",
+    "ozone": "o3",
+    "sulphur_dioxide": "so2",
+    "carbon_monoxide": "co",
+    "aerosol_optical_depth": "aod",
+    "dust": "dust",
+    "uv_index": "uv_index",
+    "carbon_dioxide": "co2",
+    "us_aqi": "aqi",
+    "us_aqi_pm2_5": "aqi_pm25",
+    "us_aqi_pm10": "aqi_pm10",
+    "us_aqi_nitrogen_dioxide": "aqi_no2",
+    "us_aqi_ozone": "aqi_o3",
+    "us_aqi_sulphur_dioxide": "aqi_so2",
+    "us_aqi_carbon_monoxide": "aqi_co",
+}
+
+# The units Open-Meteo labels each variable with in `hourly_units` (μ is U+03BC, as sent).
+VARIABLE_UNITS = {
+    "pm2_5": "μg/m³",
+    "pm10": "μg/m³",
+    "nitrogen_dioxide": "μg/m³",
+    "ozone": "μg/m³",
+    "sulphur_dioxide": "μg/m³",
+    "carbon_monoxide": "μg/m³",
+    "aerosol_optical_depth": "",
+    "dust": "μg/m³",
+    "uv_index": "",
+    "carbon_dioxide": "ppm",
+    **{v: "USAQI" for v in HOURLY_VARIABLES if v.startswith("us_aqi")},
+}
+
+AQI_COLUMNS = ("aqi", "aqi_pm25", "aqi_pm10", "aqi_no2", "aqi_o3", "aqi_so2", "aqi_co")
+CONCENTRATION_COLUMNS = ("pm25", "pm10", "o3", "no2", "so2", "co", "aod", "dust", "uv_index", "co2")
+BRONZE_SOURCE_COLUMNS = (
+    ("location_key", "ts_utc", "date_utc", "latitude", "longitude")
+    + AQI_COLUMNS
+    + CONCENTRATION_COLUMNS
+    + ("model_domain", "source")
+)
+
+_COLUMN_TO_VARIABLE = {column: variable for variable, column in VARIABLE_TO_COLUMN.items()}
+# A pollutant needs its concentration and, where Open-Meteo computes one, its US AQI sub-index.
+_POLLUTANT_VARIABLES = {
+    code: tuple(v for v in (_COLUMN_TO_VARIABLE[code], _COLUMN_TO_VARIABLE.get(f"aqi_{code}")) if v)
+    for code in POLLUTANT_CODES
+}
+
+
+class Source(Protocol):
+    """Hourly air-quality data for locations and a date range, in Open-Meteo's wire format."""
+
+    # "synthetic" or "open-meteo"; lands in bronze's `source` column
+    name: str
+
+    def fetch(self, locations: Sequence[Location], start: dt.date, end: dt.date, variables: Sequence[str]) -> list[dict]:
+        """One Open-Meteo-shaped response object per location, in order; `end` is inclusive."""
+        ...
+
+
+def variables_for(pollutant_codes: Sequence[str] | None) -> tuple[str, ...]:
+    """The hourly variables those pollutants need, plus `us_aqi`; None means all 17."""
+    if pollutant_codes is None:
+        return HOURLY_VARIABLES
+    wanted = {"us_aqi"}
+    for code in pollutant_codes:
+        if code not in _POLLUTANT_VARIABLES:
+            raise InputError(f"unknown pollutant code {code!r}; known codes: {', '.join(POLLUTANT_CODES)}")
+        wanted.update(_POLLUTANT_VARIABLES[code])
+    return tuple(v for v in HOURLY_VARIABLES if v in wanted)
+
+
+def responses_to_frame(
+    responses: Sequence[dict],
+    locations: Sequence[Location],
+    source_name: str,
+    now: dt.datetime,
+    model_domain: str,
+) -> pd.DataFrame:
+    """Bronze rows (BRONZE_SOURCE_COLUMNS, in order) from one response per location.
+
+    Hours after `now` (forecasts) are dropped; duplicate timestamps are kept as received.
+    Open-Meteo's response does not say which domain answered, so `model_domain` is what the
+    request asked for. A naive `now` is taken as UTC.
+    """
+    if len(responses) != len(locations):
+        raise SourceError(f"{source_name} returned {len(responses)} responses for {len(locations)} locations")
+    cutoff = pd.Timestamp(now)
+    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    parts = [_parse_response(r, loc, source_name) for r, loc in zip(responses, locations)]
+    if not parts:
+        frame = _empty_frame()
+    else:
+        # Concatenate plain arrays and build one frame: 24 small DataFrames cost more than the data.
+        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        ts = pd.Series(merged.pop("ts_utc"), dtype="datetime64[ns, UTC]")
+        frame = pd.DataFrame({"location_key": pd.Series(merged.pop("location_key"), dtype=object), "ts_utc": ts,
+                              "date_utc": pd.Series(ts.dt.date, dtype=object)})
+        frame["latitude"], frame["longitude"] = merged.pop("latitude"), merged.pop("longitude")
+        for column in AQI_COLUMNS:
+            frame[column] = pd.Series(np.round(merged[column])).astype("Int32")
+        for column in CONCENTRATION_COLUMNS:
+            frame[column] = merged[column]
+    frame = frame[frame["ts_utc"] <= cutoff].reset_index(drop=True)
+    frame["model_domain"] = pd.Series([model_domain] * len(frame), dtype=object)
+    frame["source"] = pd.Series([source_name] * len(frame), dtype=object)
+    return frame[list(BRONZE_SOURCE_COLUMNS)]
+
+
+def _parse_response(response: dict, location: Location, source_name: str) -> dict[str, np.ndarray]:
+    """One response as equal-length arrays: ts_utc, location_key, latitude, longitude, value columns."""
+    where = f"{source_name} response for {location.location_key!r}"
+    if not isinstance(response, dict):
+        raise SourceError(f"{where} is not a JSON object")
+    hourly = response.get("hourly")
+    if not isinstance(hourly, dict) or not isinstance(hourly.get("time"), list):
+        raise SourceError(f"{where} has no hourly.time array")
+    times = hourly["time"]
+    try:
+        ts = pd.to_datetime(pd.Series(times, dtype=object), format="%Y-%m-%dT%H:%M", utc=True)
+    except (ValueError, TypeError):
+        raise SourceError(f"{where} has a time that is not YYYY-MM-DDThh:mm (first: {times[:1]})") from None
+    offset = response.get("utc_offset_seconds") or 0
+    if offset:
+        # We ask for GMT; should a local time axis come back anyway, its labels are local.
+        ts = ts - pd.Timedelta(seconds=int(offset))
+    lat, lon = response.get("latitude"), response.get("longitude")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lat, lon)):
+        raise SourceError(f"{where} has no numeric latitude/longitude")
+    n = len(times)
+    arrays: dict[str, np.ndarray] = {
+        "ts_utc": ts.to_numpy(dtype="datetime64[ns]"),
+        "location_key": np.full(n, location.location_key, dtype=object),
+        "latitude": np.full(n, float(lat)),
+        "longitude": np.full(n, float(lon)),
+    }
+    for column in AQI_COLUMNS + CONCENTRATION_COLUMNS:
+        variable = _COLUMN_TO_VARIABLE[column]
+        values = hourly.get(variable)
+        if values is None:
+            arrays[column] = np.full(n, np.nan)
+        elif not isinstance(values, list) or len(values) != n:
+            got = len(values) if isinstance(values, list) else type(values).__name__
+            raise SourceError(f"{where}: hourly.{variable} has {got} values for {n} times")
+        else:
+            try:
+                arrays[column] = np.array(values, dtype=float)  # null -> NaN
+            except (TypeError, ValueError):
+                raise SourceError(f"{where}: hourly.{variable} holds a value that is not a number") from None
+    return arrays
+
+
+def _empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "location_key": pd.Series([], dtype=object),
+            "ts_utc": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "date_utc": pd.Series([], dtype=object),
+            "latitude": pd.Series([], dtype=float),
+            "longitude": pd.Series([], dtype=float),
+        }
+    )
+    for column in AQI_COLUMNS:
+        frame[column] = pd.Series([], dtype="Int32")
+    for column in CONCENTRATION_COLUMNS:
+        frame[column] = pd.Series([], dtype=float)
+    return frame

@@ -1,0 +1,222 @@
+"""The Ray executor: every task runs in a fresh process, supervised by a named Ray actor.
+
+The actor (`bronze-2024-01`, `silver`, …, visible in the dashboard) holds no CPU — the chunk's
+Spark executors need them (FACTS.md: supervisors with CPUs deadlock a small cluster). It starts
+`python -m ray_backfill.worker` on its node; that process is its own Ray driver in its own
+namespace and builds one RayDP session. The actor enforces the timeout, measures the process
+tree's peak RSS, and kills the tree on timeout or cancel. The worker also dies with its actor
+(PR_SET_PDEATHSIG), and its JVMs with it (pyspark's gateway exits when its parent goes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from ray_backfill.config import Settings, secret_env, settings_to_dict
+from ray_backfill.executors.base import Task, TaskResult
+
+log = logging.getLogger(__name__)
+
+CHUNK_MEMORY_MB = 1800  # measured ≈ 1.5 GiB per RayDP chunk session (FACTS.md) plus headroom
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the supervising actor process dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.setsid()
+
+
+def _tree(pid: int):
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_tree(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM the worker (it stops its session), then SIGKILL whatever of its tree is left."""
+    import psutil
+
+    procs = _tree(proc.pid)
+    for p in procs[:1]:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    gone, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=5)
+
+
+@ray.remote(num_cpus=0, max_concurrency=2)
+class ChunkSupervisor:
+    """Runs one task attempt in a child process on this actor's node."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._cancelled = threading.Event()
+
+    def run(self, task: dict, env: dict, timeout_s: float | None) -> dict:
+        workdir = Path(tempfile.mkdtemp(prefix=f"rbf-{task['task_id']}-"))
+        task = {**task, "result_path": str(workdir / "result.json")}
+        (workdir / "task.json").write_text(json.dumps(task))
+        started = time.monotonic()
+        node_id = ray.get_runtime_context().get_node_id()
+        print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]}", flush=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ray_backfill.worker", str(workdir / "task.json")],
+            env={**os.environ, **env}, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL,
+        )
+        peak = 0.0
+        outcome = None
+        while self._proc.poll() is None:
+            rss = 0
+            for p in _tree(self._proc.pid):
+                with contextlib.suppress(Exception):
+                    rss += p.memory_info().rss
+            peak = max(peak, rss / 2**20)
+            if self._cancelled.is_set():
+                outcome = "cancelled"
+            elif timeout_s and time.monotonic() - started > timeout_s:
+                outcome = f"timed out after {timeout_s:.0f}s"
+            if outcome:
+                _kill_tree(self._proc)
+                break
+            time.sleep(0.25)
+        seconds = round(time.monotonic() - started, 2)
+        result_file = Path(task["result_path"])
+        base = {"node_id": node_id, "peak_rss_mb": round(peak, 1), "seconds": seconds}
+        if outcome:
+            return {**base, "ok": False, "error": outcome, "cancelled": outcome == "cancelled"}
+        if result_file.is_file():
+            return {**base, **json.loads(result_file.read_text()), "seconds": seconds}
+        code = self._proc.returncode
+        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} and no result"
+        return {**base, "ok": False, "error": f"chunk process {why}"}
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
+@dataclass
+class _Attempt:
+    task: Task
+    actor: object
+    ref: object
+
+
+class RayExecutor:
+    """Fans tasks out to named supervisor actors; at most `slots` attempts in flight."""
+
+    name = "ray"
+
+    def __init__(self, settings: Settings, run_id: str, *, address: str | None, parallelism: int | None,
+                 chunk_timeout_s: float | None, echo=print):
+        self.settings = settings
+        self.run_id = run_id
+        self.address = address
+        self.requested_parallelism = parallelism
+        self.chunk_timeout_s = chunk_timeout_s
+        self.echo = echo
+        self.slots = 1
+        self._started_ray = False
+        self._gcs = None
+
+    def __enter__(self) -> "RayExecutor":
+        if not ray.is_initialized():
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
+                     namespace=f"rbf-{self.run_id}", log_to_driver=True,
+                     include_dashboard=None, logging_level=logging.WARNING)
+            self._started_ray = True
+        self._gcs = ray.get_runtime_context().gcs_address
+        self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
+            self.requested_parallelism, "--parallelism")
+        self.echo(f"ray cluster {self._gcs}: parallelism {self.slots} ({why})")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started_ray:
+            ray.shutdown()
+
+    def default_parallelism(self) -> tuple[int, str]:
+        """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory."""
+        res = ray.cluster_resources()
+        cpus = int(res.get("CPU", 1))
+        mem_mb = res.get("memory", 0) / 2**20
+        by_cpu = max(1, cpus // self.settings.spark.executor_cores)
+        by_mem = max(1, int(mem_mb // CHUNK_MEMORY_MB)) if mem_mb else by_cpu
+        n = min(by_cpu, by_mem)
+        return n, f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB"
+
+    def _task_payload(self, task: Task) -> dict:
+        return {
+            "task_id": task.task_id, "stage": task.stage, "chunk": task.chunk.to_json(), "attempt": task.attempt,
+            "run_id": self.run_id, "settings": settings_to_dict(self.settings),
+        }
+
+    def start(self, task: Task) -> _Attempt:
+        name = task.task_id if task.attempt == 1 else f"{task.task_id}-attempt{task.attempt}"
+        actor = ChunkSupervisor.options(name=name, lifetime="non_detached").remote()
+        env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
+        for var in ("RAY_BACKFILL_FAULTS", "RAY_AUTH_MODE", "PYTHONPATH"):
+            if os.environ.get(var):
+                env[var] = os.environ[var]
+        ref = actor.run.remote(self._task_payload(task), env, self.chunk_timeout_s)
+        return _Attempt(task, actor, ref)
+
+    def wait(self, handles: list[_Attempt], timeout_s: float) -> list[tuple[_Attempt, TaskResult]]:
+        if not handles:
+            return []
+        by_ref = {h.ref: h for h in handles}
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            attempt = by_ref[ref]
+            try:
+                data = ray.get(ref)
+            except Exception as exc:  # the supervisor itself died (node lost, killed)
+                data = {"ok": False, "error": f"supervisor of {attempt.task.task_id} died: {type(exc).__name__}"}
+            with contextlib.suppress(Exception):
+                ray.kill(attempt.actor)
+            out.append((attempt, _to_result(data)))
+        return out
+
+    def cancel(self, handles: list[_Attempt]) -> None:
+        """Ask each supervisor to kill its process tree, wait for it, then remove the actors."""
+        for h in handles:
+            with contextlib.suppress(Exception):
+                h.actor.cancel.remote()
+        with contextlib.suppress(Exception):
+            ray.wait([h.ref for h in handles], num_returns=len(handles), timeout=20)
+        for h in handles:
+            with contextlib.suppress(Exception):
+                ray.kill(h.actor)
+
+
+def _to_result(data: dict) -> TaskResult:
+    known = {"ok", "rows", "seconds", "error", "node_id", "peak_rss_mb", "session_seconds"}
+    return TaskResult(
+        ok=bool(data.get("ok")), rows=int(data.get("rows") or 0), seconds=float(data.get("seconds") or 0),
+        error=data.get("error"), node_id=data.get("node_id"), peak_rss_mb=data.get("peak_rss_mb"),
+        session_seconds=data.get("session_seconds"), details={k: v for k, v in data.items() if k not in known},
+    )

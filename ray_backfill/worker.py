@@ -1,0 +1,114 @@
+"""One task in its own process: `python -m ray_backfill.worker TASK.json`.
+
+The process is its own Ray driver in a namespace of its own (RayDP's actor names are fixed per
+namespace, see FACTS.md) and builds one fresh Spark session; when the process ends, so do its
+JVMs and RayDP actors. It writes a result JSON next to the task file and exits 0, or 1 on failure.
+Bronze fetches from the source while the session starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+
+
+def _inject(task: dict, point: str) -> None:
+    """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}'.
+
+    Keys: "fail_attempts": N (raise in attempts 1..N), "always_fail": true,
+    "sleep_before_write": seconds (hold the chunk mid-run, e.g. to kill it).
+    """
+    faults = json.loads(os.environ.get(FAULTS_ENV) or "{}").get(task["task_id"])
+    if not faults:
+        return
+    if point == "start" and (faults.get("always_fail") or task["attempt"] <= faults.get("fail_attempts", 0)):
+        raise RuntimeError(f"injected failure in {task['task_id']} attempt {task['attempt']}")
+    if point == "before_write" and faults.get("sleep_before_write"):
+        time.sleep(float(faults["sleep_before_write"]))
+
+
+def run_task(task: dict) -> dict:
+    """Run one task (prepare, a bronze chunk, silver or gold) in a fresh session."""
+    from jobs import bronze
+    from jobs.context import load_inputs
+    from jobs.stages import build_source, run_stage_range
+    from jobs.tables import ensure_tables
+    from ray_backfill.config import settings_from_dict
+    from ray_backfill.plan import Chunk
+    from ray_backfill.sessions import spark_session
+
+    settings = settings_from_dict(task["settings"])
+    if task["stage"] == "prepare":
+        # Creating tables is catalog work only: a local JVM does it without RayDP's actors.
+        from dataclasses import replace
+
+        settings = settings.replace(spark=replace(settings.spark, mode="local", executor_cores=1))
+    chunk = Chunk.from_json(task["chunk"])
+    inputs = load_inputs(settings.pipeline)
+    stage, run_id = task["stage"], task["run_id"]
+    _inject(task, "start")
+    started = time.monotonic()
+    result: dict = {"rows": 0}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        fetching = None
+        if stage == "bronze":
+            source = build_source(settings.source)
+            domain = settings.source.domains if source.name == "open-meteo" else source.name
+            fetching = pool.submit(
+                bronze.fetch_chunk, source, chunk, inputs.locations, inputs.variables, model_domain=domain
+            )
+        with spark_session(settings, f"{task['task_id']}") as spark:
+            result["session_seconds"] = round(time.monotonic() - started, 2)
+            if stage == "prepare":
+                ensure_tables(spark, settings.catalog)
+            elif stage == "bronze":
+                fetched = fetching.result()
+                result["fetch_seconds"] = round(fetched.fetch_seconds, 2)
+                _inject(task, "before_write")
+                written = bronze.write_chunk(spark, settings, fetched, inputs.location_keys, run_id)
+                result["rows"] = written.rows
+                result["write_seconds"] = round(written.write_seconds, 2)
+            else:
+                _inject(task, "before_write")
+                rows = run_stage_range(stage, spark, settings, chunk, inputs, run_id)
+                result["rows"] = sum(rows.values())
+                result["tables"] = rows
+            stop_started = time.monotonic()
+    result["stop_seconds"] = round(time.monotonic() - stop_started, 2)
+    result["seconds"] = round(time.monotonic() - started, 2)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    task_path = Path(argv[0])
+    task = json.loads(task_path.read_text())
+    result_path = Path(task["result_path"])
+    try:
+        result = {"ok": True, **run_task(task)}
+        code = 0
+    except BaseException as exc:  # the supervisor reads the one-line error from the result file
+        from ray_backfill.errors import BackfillError
+
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, BackfillError):
+            message = f"{type(exc).__name__}: {message}"
+        result = {"ok": False, "error": message[:500]}
+        logging.getLogger(__name__).exception("task %s failed", task.get("task_id"))
+        code = 1
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
