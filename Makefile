@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup jars demo test test-fast clean
 
-setup: $(VENV)/.installed .jars/.fetched
+JARS ?= $(or $(RAY_BACKFILL_JARS),$(HOME)/.cache/ray-backfill/jars)
+
+setup: $(VENV)/.installed jars
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -16,9 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.jars/.fetched: cluster/jvm-deps.txt cluster/fetch_jars.sh
-	cluster/fetch_jars.sh .jars
-	touch $@
+jars: cluster/jvm-deps.txt cluster/fetch_jars.sh
+	@cluster/fetch_jars.sh "$(JARS)"
 
 demo: setup
 	$(BIN)/ray-backfill run $(DEMO_ARGS)
@@ -30,4 +31,4 @@ test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) .jars warehouse
+	rm -rf $(VENV) warehouse

@@ -26,7 +26,7 @@ from jobs.aqi import (
     sub_index_col,
     to_aqi_unit_col,
 )
-from jobs.tables import AQI_POLLUTANTS, BRONZE, CONCENTRATIONS, SILVER, SOURCE_AQI_COLUMNS
+from jobs.tables import AQI_POLLUTANTS, BRONZE, CONCENTRATIONS, SILVER, SOURCE_AQI_COLUMNS, VOLATILE_COLUMNS
 from ray_backfill.errors import DateRangeError
 
 # The longest mean (24 h) at `start` reaches back to start − 23 h: read bronze from there.
@@ -55,8 +55,9 @@ ROLLING_MEANS = (("pm25_24h", "pm25", 24), ("pm10_24h", "pm10", 24), ("o3_8h", "
 MIN_SHARE = 0.75  # an N-h mean needs values in at least 75 % of its N clock hours
 
 _KEY = ("location_key", "ts_utc")
-# Everything but the key and the two columns that already order duplicates: a stable last tie-break.
-_HASHED = tuple(c for c in BRONZE.column_names if c not in (*_KEY, "_ingested_at", "_chunk_id"))
+# The stable last tie-break: every value column, but not the key nor the volatile columns
+# (_ingested_at, _run_id, _chunk_id), so the same data picks the same row in every run.
+_HASHED = tuple(c for c in BRONZE.column_names if c not in (*_KEY, *VOLATILE_COLUMNS))
 _SILVER_TYPES = tuple(tuple(part.split(None, 1)) for part in map(str.strip, SILVER.columns.split(",")) if part)
 
 

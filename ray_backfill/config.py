@@ -19,7 +19,9 @@ from ray_backfill.errors import ConfigError
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
-JARS_DIR = Path(os.environ.get("RAY_BACKFILL_JARS", PROJECT_ROOT / ".jars"))
+# JVM jars, resolved once by `make setup` (cluster/fetch_jars.sh) into a per-user cache, outside
+# the source tree so a `ray job submit --working-dir .` copy and every cluster node find them.
+JARS_DIR = Path(os.environ.get("RAY_BACKFILL_JARS") or Path.home() / ".cache" / "ray-backfill" / "jars")
 JVM_MANIFEST = PROJECT_ROOT / "cluster" / "jvm-deps.txt"
 
 CatalogKind = Literal["sqlite", "postgres", "hadoop", "rest"]
