@@ -50,52 +50,38 @@ class Pollutant:
 
 def load_locations(path: str | Path, keys: Sequence[str] | None = None) -> list[Location]:
     """The locations of `path` in file order, restricted to `keys` when given."""
-    found: dict[str, tuple[int, Location]] = {}
-    for line_no, obj in _read_objects(path):
-        location = _parse_location(obj, str(path), line_no)
-        if location.location_key in found:
-            first = found[location.location_key][0]
-            raise InputFileError(
-                str(path), line_no, f"duplicate location_key {location.location_key!r} (first on line {first})"
-            )
-        found[location.location_key] = (line_no, location)
-    if keys is not None:
-        missing = [k for k in keys if k not in found]
-        if missing:
-            raise InputError(
-                f"location key {missing[0]!r} is not in {path}; it has: {', '.join(found) or 'no locations'}"
-            )
-        wanted = set(keys)
-        found = {k: v for k, v in found.items() if k in wanted}
-    if not found:
-        raise InputError(f"no locations to process in {path}")
-    return [location for _, location in found.values()]
+    parsed = ((n, _parse_location(obj, str(path), n)) for n, obj in _read_objects(path))
+    return _unique_selection(path, parsed, "location_key", keys, "location key", "locations")
 
 
 def load_pollutants(path: str | Path, codes: Sequence[str] | None = None) -> list[Pollutant]:
     """The pollutants of `path` in file order, restricted to `codes` when given."""
-    if codes is not None:
-        for code in codes:
-            if code not in POLLUTANT_CODES:
-                raise InputError(f"unknown pollutant code {code!r}; known codes: {', '.join(POLLUTANT_CODES)}")
-    found: dict[str, tuple[int, Pollutant]] = {}
-    for line_no, obj in _read_objects(path):
-        pollutant = _parse_pollutant(obj, str(path), line_no)
-        if pollutant.pollutant_code in found:
-            first = found[pollutant.pollutant_code][0]
-            raise InputFileError(
-                str(path), line_no, f"duplicate pollutant_code {pollutant.pollutant_code!r} (first on line {first})"
-            )
-        found[pollutant.pollutant_code] = (line_no, pollutant)
-    if codes is not None:
-        missing = [c for c in codes if c not in found]
+    for code in codes or ():
+        if code not in POLLUTANT_CODES:
+            raise InputError(f"unknown pollutant code {code!r}; known codes: {', '.join(POLLUTANT_CODES)}")
+    parsed = ((n, _parse_pollutant(obj, str(path), n)) for n, obj in _read_objects(path))
+    return _unique_selection(path, parsed, "pollutant_code", codes, "pollutant code", "pollutants")
+
+
+def _unique_selection(path, items: Iterator, key: str, wanted: Sequence[str] | None, what: str, plural: str) -> list:
+    """Items in file order, refusing a duplicate `key`, restricted to `wanted` keys when given.
+
+    `items` yields (line number, item) pairs; each item has the attribute `key`.
+    """
+    found: dict[str, tuple[int, object]] = {}
+    for line_no, item in items:
+        value = getattr(item, key)
+        if value in found:
+            raise InputFileError(str(path), line_no, f"duplicate {key} {value!r} (first on line {found[value][0]})")
+        found[value] = (line_no, item)
+    if wanted is not None:
+        missing = [k for k in wanted if k not in found]
         if missing:
-            raise InputError(f"pollutant code {missing[0]!r} is not in {path}; it has: {', '.join(found) or 'none'}")
-        wanted = set(codes)
-        found = {k: v for k, v in found.items() if k in wanted}
+            raise InputError(f"{what} {missing[0]!r} is not in {path}; it has: {', '.join(found) or 'none'}")
+        found = {k: v for k, v in found.items() if k in set(wanted)}
     if not found:
-        raise InputError(f"no pollutants to process in {path}")
-    return [pollutant for _, pollutant in found.values()]
+        raise InputError(f"no {plural} to process in {path}")
+    return [item for _, item in found.values()]
 
 
 def _read_objects(path: str | Path) -> Iterator[tuple[int, dict]]:

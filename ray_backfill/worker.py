@@ -23,14 +23,15 @@ def _inject(task: dict, point: str) -> None:
     """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}'.
 
     Keys: "fail_attempts": N (raise in attempts 1..N), "always_fail": true,
-    "sleep_before_write": seconds (hold the chunk mid-run, e.g. to kill it).
+    "sleep_before_write": seconds (hold the FIRST attempt mid-run, after its fetch and session start
+    and before its commit, e.g. to kill it there).
     """
     faults = json.loads(os.environ.get(FAULTS_ENV) or "{}").get(task["task_id"])
     if not faults:
         return
     if point == "start" and (faults.get("always_fail") or task["attempt"] <= faults.get("fail_attempts", 0)):
         raise RuntimeError(f"injected failure in {task['task_id']} attempt {task['attempt']}")
-    if point == "before_write" and faults.get("sleep_before_write"):
+    if point == "before_write" and faults.get("sleep_before_write") and task["attempt"] == 1:
         time.sleep(float(faults["sleep_before_write"]))
 
 

@@ -68,15 +68,16 @@ def run_id_from(output: str) -> str:
     raise AssertionError(f"no run id in output:\n{output}")
 
 
-_attached = iter(range(1, 10_000))
+def attach_catalog(spark, warehouse: Path, name: str):
+    """Register the SQLite catalog of `warehouse` on a running session; returns its CatalogConfig.
 
-
-def attach_catalog(spark, warehouse: Path):
-    """Register the SQLite catalog of `warehouse` on a running session; returns its CatalogConfig."""
+    Iceberg's JDBC catalog keys its tables by catalog name, so `name` must be the name the run
+    used (`--catalog-name`); each test's run picks its own so they can share one session.
+    """
     from ray_backfill.config import CatalogConfig
     from ray_backfill.sessions import catalog_conf
 
-    catalog = CatalogConfig(name=f"w{next(_attached)}", warehouse=str(warehouse))
+    catalog = CatalogConfig(name=name, warehouse=str(warehouse))
     for key, value in catalog_conf(catalog).items():
         spark.conf.set(key, value)
     return catalog

@@ -68,7 +68,8 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
                 if actor.get("name"):
                     seen_actors[actor["name"]] = actor.get("class_name", "")
         got = _ray(env, "job", "status", "--address", dashboard, job_id)
-        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in got.stdout), "RUNNING")
+        said = (got.stdout + got.stderr).upper()  # the verdict line goes to stderr
+        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in said), "RUNNING")
         if status != "RUNNING":
             break
         time.sleep(2)

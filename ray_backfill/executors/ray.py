@@ -141,6 +141,7 @@ class RayExecutor:
         self.slots = 1
         self._started_ray = False
         self._gcs = None
+        self._metrics = None
 
     def __enter__(self) -> "RayExecutor":
         if not ray.is_initialized():
@@ -167,6 +168,12 @@ class RayExecutor:
         by_mem = max(1, int(mem_mb // CHUNK_MEMORY_MB)) if mem_mb else by_cpu
         n = min(by_cpu, by_mem)
         return n, f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB"
+
+    def observe(self, record, task) -> None:
+        """Export progress with ray.util.metrics: tasks by state, rows written, task seconds."""
+        if self._metrics is None:
+            self._metrics = _Metrics()
+        self._metrics.observe(self.run_id, record, task)
 
     def _task_payload(self, task: Task) -> dict:
         return {
@@ -211,6 +218,31 @@ class RayExecutor:
         for h in handles:
             with contextlib.suppress(Exception):
                 ray.kill(h.actor)
+
+
+class _Metrics:
+    """The run's metrics on this node's metrics port (the dashboard charts them with Prometheus)."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        tags = ("run_id", "stage")
+        self.tasks = Gauge("ray_backfill_tasks", "tasks of a run by stage and state", tag_keys=(*tags, "state"))
+        self.rows = Counter("ray_backfill_rows_written", "rows committed by succeeded tasks", tag_keys=tags)
+        self.seconds = Histogram("ray_backfill_task_seconds", "seconds per task attempt",
+                                 boundaries=[5, 10, 20, 40, 80, 160, 320, 640, 1280], tag_keys=tags)
+
+    def observe(self, run_id: str, record, task) -> None:
+        from ray_backfill.ledger import ChunkStatus
+
+        for stage in {t.stage for t in record.tasks}:
+            for state in ChunkStatus:
+                n = sum(1 for t in record.tasks if t.stage == stage and t.status == state)
+                self.tasks.set(n, tags={"run_id": run_id, "stage": stage, "state": state.value})
+        if task.status.is_terminal() or task.status == ChunkStatus.PENDING and task.attempts:
+            self.seconds.observe(task.seconds, tags={"run_id": run_id, "stage": task.stage})
+        if task.status == ChunkStatus.SUCCEEDED and task.rows:
+            self.rows.inc(task.rows, tags={"run_id": run_id, "stage": task.stage})
 
 
 def _to_result(data: dict) -> TaskResult:
