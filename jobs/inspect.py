@@ -21,7 +21,10 @@ class TableSummary:
     rows: int
     first: str | None
     last: str | None
-    checksum: str
+    checksum: str | None = None
+
+    def to_json(self) -> dict:
+        return {"table": self.name, "rows": self.rows, "first": self.first, "last": self.last}
 
 
 def table_checksum(df) -> str:
@@ -34,8 +37,8 @@ def table_checksum(df) -> str:
     return f"{agg['n']}:{agg['s'] or 0}"
 
 
-def summarize(spark: SparkSession, catalog: CatalogConfig) -> list[TableSummary]:
-    """One summary per lakehouse table, in pipeline order."""
+def summarize(spark: SparkSession, catalog: CatalogConfig, checksums: bool = False) -> list[TableSummary]:
+    """One summary per lakehouse table, in pipeline order; checksums cost one more scan each."""
     out = []
     for spec in ALL_TABLES:
         df = spark.table(spec.qualified(catalog))
@@ -45,15 +48,16 @@ def summarize(spark: SparkSession, catalog: CatalogConfig) -> list[TableSummary]
             rows, first, last = row[0], row[1], row[2]
         else:
             rows, first, last = df.count(), None, None
-        out.append(TableSummary(f"{spec.namespace}.{spec.name}", rows, first, last, table_checksum(df)))
+        checksum = table_checksum(df) if checksums else None
+        out.append(TableSummary(f"{spec.namespace}.{spec.name}", rows, first, last, checksum))
     return out
 
 
-def format_summaries(summaries: list[TableSummary]) -> str:
-    """A small aligned table of the summaries."""
-    width = max(len(s.name) for s in summaries)
+def format_summaries(summaries: list[dict]) -> str:
+    """A small aligned table of `TableSummary.to_json()` rows."""
+    width = max(len(s["table"]) for s in summaries)
     lines = [f"{'table':<{width}}  {'rows':>9}  span"]
     for s in summaries:
-        span = f"{s.first} .. {s.last}" if s.first else ""
-        lines.append(f"{s.name:<{width}}  {s.rows:>9,}  {span}")
+        span = f"{s['first']} .. {s['last']}" if s["first"] else ""
+        lines.append(f"{s['table']:<{width}}  {s['rows']:>9,}  {span}")
     return "\n".join(lines)

@@ -105,6 +105,7 @@ class RunRecord:
     finished_at: str | None = None
     outcome: str | None = None  # succeeded | failed | cancelled
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    tables: list[dict] | None = None  # rows and span per table after the run, from gold
     version: int = LEDGER_VERSION
 
     def task(self, task_id: str) -> TaskRecord:
@@ -117,7 +118,7 @@ class RunRecord:
         return {
             "version": self.version, "run_id": self.run_id, "created_at": self.created_at,
             "finished_at": self.finished_at, "outcome": self.outcome, "stage_seconds": self.stage_seconds,
-            "request": self.request, "tasks": [t.to_json() for t in self.tasks],
+            "tables": self.tables, "request": self.request, "tasks": [t.to_json() for t in self.tasks],
         }
 
     @classmethod
@@ -127,7 +128,7 @@ class RunRecord:
         return cls(
             run_id=data["run_id"], request=data["request"], tasks=[TaskRecord.from_json(t) for t in data["tasks"]],
             created_at=data["created_at"], finished_at=data.get("finished_at"), outcome=data.get("outcome"),
-            stage_seconds=data.get("stage_seconds", {}),
+            stage_seconds=data.get("stage_seconds", {}), tables=data.get("tables"),
         )
 
 

@@ -201,8 +201,8 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
             for stage in ("silver", "gold"):
                 ok = ok and loop.phase(record.by_stage(stage))
             record.outcome = "succeeded" if ok else "failed"
-            if ok and request.executor == "sequential":
-                _print_tables(executor.spark, settings, echo)
+            if loop.summary:
+                record.tables = loop.summary
     except KeyboardInterrupt:
         record.outcome = "cancelled"
         for task in record.tasks:
@@ -217,14 +217,12 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
         ledger.save(record)
         report_path = ledger.save_report(record.run_id, _report(record))
         echo(summary_table(record))
+        if record.tables:
+            from jobs.inspect import format_summaries
+
+            echo(format_summaries(record.tables))
         _closing_lines(request, record, report_path, echo)
     return record
-
-
-def _print_tables(spark, settings: Settings, echo) -> None:
-    from jobs.inspect import format_summaries, summarize
-
-    echo(format_summaries(summarize(spark, settings.catalog)))
 
 
 def _report(record: RunRecord) -> dict:
@@ -257,6 +255,7 @@ class _Loop:
     def __init__(self, request: BackfillRequest, record: RunRecord, executor, ledger: RunLedger, progress: Progress):
         self.request, self.record, self.executor = request, record, executor
         self.ledger, self.progress = ledger, progress
+        self.summary: list[dict] | None = None  # what gold reported the tables hold
 
     def _backoff(self, attempt: int) -> float:
         return min(60.0, 2.0 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -308,6 +307,7 @@ class _Loop:
         common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
                       session_seconds=result.session_seconds)
         if result.ok:
+            self.summary = result.details.get("summary") or self.summary
             task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
             self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
         elif tries[task.task_id] <= self.request.retries and not result.details.get("cancelled"):

@@ -17,6 +17,24 @@ import time
 from pathlib import Path
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
+
+
+def die_with_parent() -> None:
+    """Get SIGKILLed when the supervising process dies (Linux PR_SET_PDEATHSIG).
+
+    Set here rather than in a preexec_fn of the supervisor (see executors/ray.py); if the
+    supervisor died before this line ran, exit at once.
+    """
+    expected = os.environ.get(SUPERVISOR_PID_ENV)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != int(expected):
+        os._exit(1)
 
 
 def _inject(task: dict, point: str) -> None:
@@ -39,6 +57,7 @@ def run_task(task: dict) -> dict:
     """Run one task (prepare, a bronze chunk, silver or gold) in a fresh session."""
     from jobs import bronze
     from jobs.context import load_inputs
+    from jobs.inspect import summarize
     from jobs.stages import build_source, run_stage_range
     from jobs.tables import ensure_tables
     from ray_backfill.config import settings_from_dict
@@ -81,6 +100,8 @@ def run_task(task: dict) -> dict:
                 rows = run_stage_range(stage, spark, settings, chunk, inputs, run_id)
                 result["rows"] = sum(rows.values())
                 result["tables"] = rows
+                if stage == "gold":  # the last stage tells what the lakehouse now holds
+                    result["summary"] = [s.to_json() for s in summarize(spark, settings.catalog)]
             stop_started = time.monotonic()
     result["stop_seconds"] = round(time.monotonic() - stop_started, 2)
     result["seconds"] = round(time.monotonic() - started, 2)
@@ -88,6 +109,7 @@ def run_task(task: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task_path = Path(argv[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 import threading
 import time
 
@@ -178,7 +179,7 @@ def _wait_for_worker(task_id: str, output: list[str], timeout: float = 240) -> p
     while time.monotonic() < deadline:
         for proc in our_processes("ray_backfill.worker"):
             try:
-                task = json.loads(open(proc.cmdline()[-1]).read())
+                task = json.loads(Path(proc.cmdline()[-1]).read_text())
             except (OSError, ValueError, psutil.Error):
                 continue
             if task["task_id"] == task_id:

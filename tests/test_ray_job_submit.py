@@ -54,7 +54,7 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
     before = java_and_workers()
     submitted = _ray(env, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--no-wait", "--",
                      "python", "-m", "ray_backfill.cli", "run", "--start-date", "2024-01-01", "--end-date", "2024-02-29",
-                     "--locations", "hanoi", "--warehouse", str(warehouse), "--retries", "0")
+                     "--locations", "hanoi", "--warehouse", str(warehouse))
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
 

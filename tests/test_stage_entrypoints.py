@@ -26,11 +26,13 @@ def test_stages_run_standalone_in_order(spark, tmp_path):
     # bronze on the embedded default: a RayDP session on a local Ray it starts and stops itself
     bronze = _stage("bronze", *common, "--run-id", "standalone")
     assert bronze.returncode == 0, bronze.stderr[-3000:]
-    assert bronze.stdout.strip().startswith("bronze 2024-03-01..2024-03-03 run standalone: bronze.open_meteo_hourly")
+    # the last line is the summary (the JVM may print its own lines before it)
+    assert bronze.stdout.strip().splitlines()[-1].startswith(
+        "bronze 2024-03-01..2024-03-03 run standalone: bronze.open_meteo_hourly")
     for stage in ("silver", "gold"):
         done = _stage(stage, *common, "--spark-mode", "local", "--run-id", "standalone")
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.startswith(f"{stage} 2024-03-01..2024-03-03 run standalone:")
+        assert done.stdout.strip().splitlines()[-1].startswith(f"{stage} 2024-03-01..2024-03-03 run standalone:")
     assert not wait_gone(java_and_workers() - before, timeout=20), "a stage left a JVM or worker behind"
 
     catalog = attach_catalog(spark, warehouse, "standalone")

@@ -5,17 +5,16 @@ Spark executors need them (FACTS.md: supervisors with CPUs deadlock a small clus
 `python -m ray_backfill.worker` on its node; that process is its own Ray driver in its own
 namespace and builds one RayDP session. The actor enforces the timeout, measures the process
 tree's peak RSS, and kills the tree on timeout or cancel. The worker also dies with its actor
-(PR_SET_PDEATHSIG), and its JVMs with it (pyspark's gateway exits when its parent goes).
+(PR_SET_PDEATHSIG, set by the worker), and its JVMs with it (pyspark's gateway exits when its
+parent goes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,12 @@ from pathlib import Path
 import ray
 
 from ray_backfill.config import Settings, secret_env, settings_to_dict
-from ray_backfill.executors.base import Task, TaskResult
+from ray_backfill.executors.base import Task, TaskResult, tree_rss_mb
+from ray_backfill.worker import SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
 CHUNK_MEMORY_MB = 1800  # measured ≈ 1.5 GiB per RayDP chunk session (FACTS.md) plus headroom
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the supervising actor process dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.setsid()
 
 
 def _tree(pid: int):
@@ -83,18 +76,18 @@ class ChunkSupervisor:
         started = time.monotonic()
         node_id = ray.get_runtime_context().get_node_id()
         print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]}", flush=True)
+        # No preexec_fn: with one, CPython runs the at-fork handlers, and gRPC's close this actor's
+        # connections (seen: "ActorUnavailableError ... Socket closed"). The worker arranges to die
+        # with this process itself (ray_backfill.worker.die_with_parent).
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ray_backfill.worker", str(workdir / "task.json")],
-            env={**os.environ, **env}, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env, SUPERVISOR_PID_ENV: str(os.getpid())},
+            start_new_session=True, stdin=subprocess.DEVNULL,
         )
         peak = 0.0
         outcome = None
         while self._proc.poll() is None:
-            rss = 0
-            for p in _tree(self._proc.pid):
-                with contextlib.suppress(Exception):
-                    rss += p.memory_info().rss
-            peak = max(peak, rss / 2**20)
+            peak = max(peak, tree_rss_mb(self._proc.pid))
             if self._cancelled.is_set():
                 outcome = "cancelled"
             elif timeout_s and time.monotonic() - started > timeout_s:
@@ -118,7 +111,7 @@ class ChunkSupervisor:
         self._cancelled.set()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Attempt:
     task: Task
     actor: object
@@ -144,15 +137,18 @@ class RayExecutor:
         self._metrics = None
 
     def __enter__(self) -> "RayExecutor":
+        dashboard = None
         if not ray.is_initialized():
-            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
-                     namespace=f"rbf-{self.run_id}", log_to_driver=True,
-                     include_dashboard=None, logging_level=logging.WARNING)
+            context = ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
+                               namespace=f"rbf-{self.run_id}", log_to_driver=True,
+                               include_dashboard=None, logging_level=logging.WARNING)
+            dashboard = getattr(context, "dashboard_url", None)
             self._started_ray = True
         self._gcs = ray.get_runtime_context().gcs_address
         self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
             self.requested_parallelism, "--parallelism")
-        self.echo(f"ray cluster {self._gcs}: parallelism {self.slots} ({why})")
+        where = f", dashboard http://{dashboard}" if dashboard else ""
+        self.echo(f"ray cluster {self._gcs}{where}: parallelism {self.slots} ({why})")
         return self
 
     def __exit__(self, *exc) -> None:

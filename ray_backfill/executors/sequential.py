@@ -7,14 +7,17 @@ then silver and gold in that same session. Same job code, same tables as the Ray
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from dataclasses import dataclass
 
 from jobs.context import StageInputs
+from jobs.inspect import summarize
 from jobs.stages import run_stage_range
 from jobs.tables import ensure_tables
 from ray_backfill.config import Settings
 from ray_backfill.errors import BackfillError
-from ray_backfill.executors.base import Task, TaskResult
+from ray_backfill.executors.base import PeakRss, Task, TaskResult
 from ray_backfill.sessions import spark_session
 
 
@@ -39,7 +42,13 @@ class SequentialExecutor:
         self._stack.close()
         self.spark = None
 
-    def start(self, task: Task) -> tuple[Task, TaskResult]:
+    def start(self, task: Task) -> "_Done":
+        with PeakRss(os.getpid()) as rss:  # the driver and its JVM: the memory the old design grew
+            result = self._run(task)
+        result.peak_rss_mb = rss.peak_mb
+        return _Done(task, result)
+
+    def _run(self, task: Task) -> TaskResult:
         started = time.monotonic()
         try:
             if task.stage == "prepare":
@@ -49,15 +58,25 @@ class SequentialExecutor:
                 rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
                                            self.run_id).values())
             result = TaskResult(ok=True, rows=rows)
+            if task.stage == "gold":
+                result.details["summary"] = [s.to_json() for s in summarize(self.spark, self.settings.catalog)]
         except (BackfillError, OSError) as exc:
             result = TaskResult(ok=False, error=str(exc).splitlines()[0])
         except Exception as exc:  # a Spark error in the shared session; the loop decides on retries
             result = TaskResult(ok=False, error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         result.seconds = round(time.monotonic() - started, 2)
-        return task, result
+        return result
 
-    def wait(self, handles, timeout_s):
-        return [(h, h[1]) for h in handles]
+    def wait(self, handles: list["_Done"], timeout_s: float) -> list[tuple["_Done", TaskResult]]:
+        return [(h, h.result) for h in handles]
 
     def cancel(self, handles) -> None:
         """Nothing runs in the background: a task in progress is interrupted by Ctrl-C itself."""
+
+
+@dataclass(eq=False)
+class _Done:
+    """A finished attempt: the sequential executor runs it inside `start`."""
+
+    task: Task
+    result: TaskResult
