@@ -130,6 +130,7 @@ def test_ctrl_c_cancels_in_flight_chunks_and_resume_finishes(spark, tmp_path):
     _wait_for_line("bronze-2024-01: succeeded", output)
     driver.send_signal(signal.SIGINT)
     driver.wait(timeout=120)
+    driver.reader.join(timeout=10)
     text = "".join(output)
     assert driver.returncode == 130, text[-3000:]
     run_id = run_id_from(text)
@@ -160,7 +161,13 @@ def _start_driver(args, faults):
     driver = subprocess.Popen([*CLI, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     output: list[str] = []
-    threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True).start()
+
+    def read() -> None:
+        with driver.stdout:
+            output.extend(driver.stdout)
+
+    driver.reader = threading.Thread(target=read, daemon=True)
+    driver.reader.start()
     return driver, output
 
 
@@ -197,6 +204,7 @@ def test_sigkilled_chunk_leaves_no_partial_data_and_is_retried(spark, tmp_path):
     time.sleep(8)  # let it reach the hold: session up, rows fetched, nothing committed
     victim.send_signal(signal.SIGKILL)
     driver.wait(timeout=600)
+    driver.reader.join(timeout=10)
     text = "".join(output)
     assert driver.returncode == 0, text[-4000:]
     assert "bronze-2024-02: attempt 1 failed (chunk process killed by signal 9)" in text

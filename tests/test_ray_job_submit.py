@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,16 +33,21 @@ def head(tmp_path):
     env.pop("RAY_ADDRESS", None)
     port, dash = _free_port(), _free_port()
     temp = Path("/tmp") / f"rbf-head-{os.getpid()}"
-    subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, check=True, capture_output=True, text=True, timeout=120,
-    )
+    # Output to a file, not a pipe: the daemons `ray start` leaves behind inherit it, and a raylet
+    # writing into a pipe whose reader has gone dies of SIGPIPE without a word.
+    with open(tmp_path / "ray-start.log", "w") as log:
+        subprocess.run(
+            [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+             f"--temp-dir={temp}", "--disable-usage-stats"],
+            env=env, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=120,
+        )
     try:
         yield env, f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        with open(tmp_path / "ray-stop.log", "w") as log:
+            subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                           timeout=120)
 
 
 def _ray(env, *args, timeout=60) -> subprocess.CompletedProcess:
@@ -59,7 +65,7 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
     job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
 
     seen_actors: dict[str, str] = {}
-    status = "PENDING"
+    status = "UNKNOWN"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         listed = _ray(env, "list", "actors", "--address", dashboard, "--format", "json", "--limit", "500")
@@ -68,9 +74,11 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
                 if actor.get("name"):
                     seen_actors[actor["name"]] = actor.get("class_name", "")
         got = _ray(env, "job", "status", "--address", dashboard, job_id)
-        said = (got.stdout + got.stderr).upper()  # the verdict line goes to stderr
-        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in said), "RUNNING")
-        if status != "RUNNING":
+        # "Status for job '<id>': RUNNING", logged on stderr and coloured: drop the colour codes
+        said = re.sub(r"\x1b\[[0-9;]*m", "", got.stdout + got.stderr)
+        found = re.search(r"Status for job '[^']+': (\w+)", said)
+        status = found.group(1) if found else "UNKNOWN"
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(2)
     logs = _ray(env, "job", "logs", "--address", dashboard, job_id).stdout
