@@ -62,7 +62,8 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
                      "python", "-m", "ray_backfill.cli", "run", "--start-date", "2024-01-01", "--end-date", "2024-02-29",
                      "--locations", "hanoi", "--warehouse", str(warehouse))
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
+    # The CLI colours its output, and the id is followed by a colour code: take it by pattern
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
 
     seen_actors: dict[str, str] = {}
     status = "UNKNOWN"
@@ -73,11 +74,11 @@ def test_job_submit_runs_a_backfill_to_succeeded_with_named_chunk_actors(head, t
             for actor in json.loads(listed.stdout or "[]"):
                 if actor.get("name"):
                     seen_actors[actor["name"]] = actor.get("class_name", "")
-        got = _ray(env, "job", "status", "--address", dashboard, job_id)
-        # "Status for job '<id>': RUNNING", logged on stderr and coloured: drop the colour codes
-        said = re.sub(r"\x1b\[[0-9;]*m", "", got.stdout + got.stderr)
-        found = re.search(r"Status for job '[^']+': (\w+)", said)
-        status = found.group(1) if found else "UNKNOWN"
+        # `ray job status` words a finished job differently from a running one; the state API's JSON does not
+        jobs = _ray(env, "list", "jobs", "--address", dashboard, "--format", "json")
+        if jobs.returncode == 0:
+            status = next((j["status"] for j in json.loads(jobs.stdout or "[]") if j.get("submission_id") == job_id),
+                          status)
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(2)
