@@ -7,30 +7,35 @@ from pyspark.sql import SparkSession
 
 from jobs.context import StageInputs
 from jobs.sources import Source
+from jobs.sources.limits import Throttle
 from ray_backfill.config import Settings, SourceConfig
 from ray_backfill.plan import Chunk
 
 
-def build_source(cfg: SourceConfig) -> Source:
-    """The configured source: the built-in synthetic one, or the Open-Meteo HTTP client."""
+def build_source(cfg: SourceConfig, throttle: Throttle | None = None) -> Source:
+    """The configured source: the built-in synthetic one, or the Open-Meteo HTTP client that asks
+    `throttle` (the run's shared limiter) before every request."""
     if cfg.kind == "synthetic":
         from jobs.sources.synthetic import SyntheticSource
 
         return SyntheticSource(seed=cfg.seed)
     from jobs.sources.openmeteo import OpenMeteoClient
 
-    return OpenMeteoClient.from_config(cfg)
+    return OpenMeteoClient.from_config(cfg, throttle)
 
 
 def run_stage_range(
-    stage: str, spark: SparkSession, settings: Settings, chunk: Chunk, inputs: StageInputs, run_id: str
+    stage: str, spark: SparkSession, settings: Settings, chunk: Chunk, inputs: StageInputs, run_id: str,
+    source: Source | None = None,
 ) -> dict[str, int]:
-    """Run `stage` over `chunk`; returns rows written per table."""
+    """Run `stage` over `chunk`; returns rows written per table. Bronze asks `source` (default:
+    the configured one)."""
     if stage == "bronze":
         from jobs import bronze
 
         result = bronze.run_chunk(
-            spark, settings, build_source(settings.source), chunk, inputs.locations, inputs.variables, run_id
+            spark, settings, source or build_source(settings.source), chunk, inputs.locations, inputs.variables,
+            run_id,
         )
         return {"bronze.open_meteo_hourly": result.rows}
     if stage == "silver":

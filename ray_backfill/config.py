@@ -155,6 +155,15 @@ class SourceConfig:
     cell_selection: str = "nearest"
     # seed of the synthetic source
     seed: int = 7
+    # the source's limits, shared by every chunk of a run: free | self-hosted | unlimited
+    # (jobs/sources/limits.py); the fields below override single limits of the profile
+    profile: str = "free"
+    calls_per_minute: float | None = None
+    calls_per_hour: float | None = None
+    calls_per_day: float | None = None
+    max_in_flight: int | None = None
+    # requests one chunk keeps open at once (default: the in-flight limit, at most 8)
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("synthetic", "open-meteo"):
@@ -164,6 +173,26 @@ class SourceConfig:
             raise ConfigError(f"api url {self.api_url!r} is not an http(s) URL")
         if self.max_attempts < 1 or self.batch_size < 1 or self.timeout_s <= 0:
             raise ConfigError("source max_attempts, batch_size and timeout_s must be positive")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"source concurrency {self.concurrency} must be >= 1")
+        self.limits  # validates the profile and the overrides
+
+    @property
+    def limits(self) -> "SourceLimits":
+        """The profile's limits with this config's overrides applied."""
+        from dataclasses import replace as _replace
+
+        from jobs.sources.limits import profile_limits
+
+        overrides = {name: value for name, value in (
+            ("per_minute", self.calls_per_minute), ("per_hour", self.calls_per_hour),
+            ("per_day", self.calls_per_day), ("max_in_flight", self.max_in_flight)) if value is not None}
+        return _replace(profile_limits(self.profile), **overrides)
+
+    @property
+    def request_concurrency(self) -> int:
+        """Requests one chunk sends at once."""
+        return self.concurrency or min(8, self.limits.max_in_flight or 8)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,6 +71,8 @@ class TaskRecord:
     node_id: str | None = None
     peak_rss_mb: float | None = None
     session_seconds: float | None = None
+    # the last attempt's phase seconds (fetch, write, stop) and source counters
+    metrics: dict = field(default_factory=dict)
     updated_at: str = field(default_factory=utcnow)
 
     def move(self, new: ChunkStatus, **changes: Any) -> None:
@@ -106,6 +108,7 @@ class RunRecord:
     outcome: str | None = None  # succeeded | failed | cancelled
     stage_seconds: dict[str, float] = field(default_factory=dict)
     tables: list[dict] | None = None  # rows and span per table after the run, from gold
+    source: dict | None = None  # the run's source limiter: limits and what it granted
     version: int = LEDGER_VERSION
 
     def task(self, task_id: str) -> TaskRecord:
@@ -118,7 +121,7 @@ class RunRecord:
         return {
             "version": self.version, "run_id": self.run_id, "created_at": self.created_at,
             "finished_at": self.finished_at, "outcome": self.outcome, "stage_seconds": self.stage_seconds,
-            "tables": self.tables, "request": self.request, "tasks": [t.to_json() for t in self.tasks],
+            "tables": self.tables, "source": self.source, "request": self.request, "tasks": [t.to_json() for t in self.tasks],
         }
 
     @classmethod
@@ -128,7 +131,7 @@ class RunRecord:
         return cls(
             run_id=data["run_id"], request=data["request"], tasks=[TaskRecord.from_json(t) for t in data["tasks"]],
             created_at=data["created_at"], finished_at=data.get("finished_at"), outcome=data.get("outcome"),
-            stage_seconds=data.get("stage_seconds", {}), tables=data.get("tables"),
+            stage_seconds=data.get("stage_seconds", {}), tables=data.get("tables"), source=data.get("source"),
         )
 
 

@@ -113,26 +113,38 @@ def ledger_for(catalog: CatalogConfig) -> RunLedger:
 
 
 def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
-    """The plan: chunks, locations, and the source calls it will make."""
+    """The plan: chunks, locations, the source calls it will make and their time at the source's limits."""
+    from jobs.sources.limits import estimate_seconds
     from jobs.sources.openmeteo import request_weight
 
     chunks = request.chunks
+    source = request.settings.source
     nvars = len(inputs.variables)
     nloc = len(inputs.locations)
-    weight = sum(request_weight(1, nvars, c.days) * nloc for c in chunks)
-    requests = len(chunks) * -(-nloc // request.settings.source.batch_size)
+    batches = [min(source.batch_size, nloc - i) for i in range(0, nloc, source.batch_size)]
+    weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
     stages = [s for s in STAGES if s not in request.skip]
+    limits = source.limits
     lines = [
         f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
-        f"chunks x {nloc} locations, {nvars} variables, source {request.settings.source.kind}, stages {'+'.join(stages)}",
-        f"source calls: {requests} requests, {weight:,.1f} weighted calls "
-        f"(Open-Meteo free tier: 600/min, 5,000/hour, 10,000/day -> at least "
-        f"{max(weight / 600, weight / 5000 * 60, 1) :.0f} min, {weight / 10000:.2f} days of quota)",
+        f"chunks x {nloc} locations, {nvars} variables, source {source.kind}, stages {'+'.join(stages)}",
+        f"source calls: {len(weights)} requests, {sum(weights):,.1f} weighted calls",
     ]
+    if source.kind == "open-meteo":
+        floor = estimate_seconds(weights, limits, concurrency=source.request_concurrency * max(1, request.parallelism or 1))
+        lines.append(f"source profile {source.profile} ({_limits_text(limits)}): ingestion takes at least "
+                     f"{floor:,.0f}s at those limits ({limits.latency_s:g}s per request)")
     for c in chunks:
         lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
                      f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
     return "\n".join(lines)
+
+
+def _limits_text(limits) -> str:
+    parts = [f"{v:,.0f}/{unit}" for v, unit in ((limits.per_minute, "min"), (limits.per_hour, "hour"),
+                                                (limits.per_day, "day")) if v is not None]
+    parts.append(f"{limits.max_in_flight} in flight" if limits.max_in_flight else "no in-flight limit")
+    return ", ".join(parts)
 
 
 def new_record(request: BackfillRequest) -> RunRecord:
@@ -176,33 +188,47 @@ def _raise_cancel(signum, frame):
 
 def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
                  echo: Callable[[str], None] = print, progress: Progress | None = None) -> RunRecord:
-    """Run (or resume, given its record) a backfill; returns the final record, also in the ledger."""
+    """Run (or resume, given its record) a backfill; returns the final record, also in the ledger.
+
+    The executor starts before the ledger is written, so a run it refuses (ConfigError: e.g. a
+    catalog the cluster's hosts cannot share) leaves no record behind.
+    """
     settings = request.settings
     inputs = load_inputs(settings.pipeline)
     ensure_warehouse(settings.catalog)
     ledger = ledger_for(settings.catalog)
     record = record or new_record(request)
-    for task in record.tasks:  # a resume re-runs whatever did not succeed
-        if task.status != ChunkStatus.SUCCEEDED:
-            task.status = ChunkStatus.PENDING
-    record.outcome, record.finished_at = None, None
-    ledger.save(record)
-    progress = progress or Progress(echo)
-    echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
-         f"warehouse {settings.catalog.warehouse_path}")
     previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
     started = time.monotonic()
     try:
         with make_executor(request, inputs, echo) as executor:
             check_writers(settings.catalog, executor.slots)
-            loop = _Loop(request, record, executor, ledger, progress)
-            ok = loop.phase(record.by_stage("prepare"))
-            ok = ok and loop.phase(record.by_stage("bronze"))
-            for stage in ("silver", "gold"):
-                ok = ok and loop.phase(record.by_stage(stage))
-            record.outcome = "succeeded" if ok else "failed"
-            if loop.summary:
-                record.tables = loop.summary
+            _run_phases(request, record, executor, ledger, progress or Progress(echo), echo, started)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return record
+
+
+def _run_phases(request: BackfillRequest, record: RunRecord, executor, ledger: RunLedger, progress: Progress,
+                echo: Callable[[str], None], started: float) -> None:
+    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step."""
+    for task in record.tasks:  # a resume re-runs whatever did not succeed
+        if task.status != ChunkStatus.SUCCEEDED:
+            task.status = ChunkStatus.PENDING
+    record.outcome, record.finished_at = None, None
+    ledger.save(record)
+    echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
+         f"warehouse {request.settings.catalog.warehouse_path}")
+    try:
+        loop = _Loop(request, record, executor, ledger, progress)
+        ok = loop.phase(record.by_stage("prepare"))
+        ok = ok and loop.phase(record.by_stage("bronze"))
+        for stage in ("silver", "gold"):
+            ok = ok and loop.phase(record.by_stage(stage))
+        record.outcome = "succeeded" if ok else "failed"
+        record.source = _source_report(executor, record)
+        if loop.summary:
+            record.tables = loop.summary
     except KeyboardInterrupt:
         record.outcome = "cancelled"
         for task in record.tasks:
@@ -210,7 +236,6 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
                 task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         progress.close()
         record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         record.stage_seconds["total"] = round(time.monotonic() - started, 2)
@@ -222,7 +247,17 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
 
             echo(format_summaries(record.tables))
         _closing_lines(request, record, report_path, echo)
-    return record
+
+
+def _source_report(executor, record: RunRecord) -> dict | None:
+    """The source's side of the run: the limiter's counters and the clients' totals."""
+    stats = [t.metrics.get("source_stats") for t in record.by_stage("bronze") if t.metrics.get("source_stats")]
+    snapshot = executor.limiter_snapshot() if hasattr(executor, "limiter_snapshot") else None
+    if not stats and snapshot is None:
+        return None
+    totals = {key: sum(s.get(key, 0) for s in stats)
+              for key in ("requests", "weighted_calls", "retries", "responses_429", "transport_errors")}
+    return {"limiter": snapshot, "clients": totals}
 
 
 def _report(record: RunRecord) -> dict:
@@ -305,7 +340,8 @@ class _Loop:
 
     def _finish(self, task: TaskRecord, result, tries, not_before, queue) -> None:
         common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
-                      session_seconds=result.session_seconds)
+                      session_seconds=result.session_seconds,
+                      metrics={k: v for k, v in result.details.items() if k not in ("summary", "cancelled")})
         if result.ok:
             self.summary = result.details.get("summary") or self.summary
             task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ray_backfill.config import JARS_DIR, JVM_MANIFEST, CatalogConfig, Settings, SparkConfig
 from ray_backfill.errors import ConfigError, StageError, WarehouseError
@@ -70,6 +70,29 @@ def check_writers(catalog: CatalogConfig, writers: int) -> None:
             f"the Hadoop catalog on a local file system ({catalog.warehouse}) loses commits with "
             f"{writers} concurrent writers (its lock is per JVM and a local rename overwrites); "
             "use the sqlite or postgres JDBC catalog, or parallelism 1"
+        )
+
+
+def check_cluster_catalog(catalog: CatalogConfig, node_hosts: Iterable[str]) -> None:
+    """Refuse a catalog or warehouse that only one host can see when the cluster spans several.
+
+    `node_hosts` are the alive Ray nodes' addresses; nodes on one host may share its local paths.
+    """
+    hosts = sorted(set(node_hosts))
+    if len(hosts) < 2:
+        return
+    unshared = []
+    if catalog.kind == "sqlite":
+        unshared.append("the sqlite catalog")
+    if catalog.warehouse_is_local:
+        unshared.append(f"the local warehouse path {catalog.warehouse}")
+    if unshared:
+        shown = ", ".join(hosts[:4]) + (", ..." if len(hosts) > 4 else "")
+        verb = "are" if len(unshared) > 1 else "is"
+        raise ConfigError(
+            f"the Ray cluster spans {len(hosts)} hosts ({shown}) but {' and '.join(unshared)} {verb} on "
+            "one host only: use the postgres JDBC catalog (--catalog postgres) or a REST catalog, "
+            "and an hdfs:// or s3a:// --warehouse"
         )
 
 

@@ -9,6 +9,7 @@ Bronze fetches from the source while the session starts.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -53,6 +54,24 @@ def _inject(task: dict, point: str) -> None:
         time.sleep(float(faults["sleep_before_write"]))
 
 
+def _connect_throttle(task: dict):
+    """The run's shared source limiter, if the run has one; this process joins Ray for it."""
+    ref = task.get("limiter")
+    if not ref:
+        return None
+    import uuid
+
+    import ray
+
+    from ray_backfill.limiter import RayThrottle, lease_holder
+
+    if not ray.is_initialized():
+        # the same kind of driver the RayDP session would start: its own namespace
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=f"rbf-{uuid.uuid4().hex[:12]}",
+                 include_dashboard=False, log_to_driver=False)
+    return RayThrottle.connect(ref["name"], ref["namespace"], lease_holder(task["task_id"], task["attempt"]))
+
+
 def run_task(task: dict) -> dict:
     """Run one task (prepare, a bronze chunk, silver or gold) in a fresh session."""
     from jobs import bronze
@@ -77,9 +96,9 @@ def run_task(task: dict) -> dict:
     started = time.monotonic()
     result: dict = {"rows": 0}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        fetching = None
+        fetching = source = None
         if stage == "bronze":
-            source = build_source(settings.source)
+            source = build_source(settings.source, _connect_throttle(task))
             domain = settings.source.domains if source.name == "open-meteo" else source.name
             fetching = pool.submit(
                 bronze.fetch_chunk, source, chunk, inputs.locations, inputs.variables, model_domain=domain
@@ -104,6 +123,9 @@ def run_task(task: dict) -> dict:
                     result["summary"] = [s.to_json() for s in summarize(spark, settings.catalog)]
             stop_started = time.monotonic()
     result["stop_seconds"] = round(time.monotonic() - stop_started, 2)
+    if source is not None and hasattr(source, "stats"):
+        result["source_stats"] = dataclasses.asdict(source.stats)
+        source.close()
     result["seconds"] = round(time.monotonic() - started, 2)
     return result
 

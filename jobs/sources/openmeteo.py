@@ -10,6 +10,7 @@ log lines and exceptions, so those are redacted here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Callable, Sequence
 import httpx
 
 from jobs.inputs import Location
+from jobs.sources.limits import Throttle
 from ray_backfill.config import SourceConfig
 from ray_backfill.errors import DateRangeError, InputError, SourceError, SourceRequestError, SourceUnavailable
 
@@ -74,13 +76,16 @@ class OpenMeteoClient:
         backoff_s: float = 1.0,
         backoff_max_s: float = 60.0,
         batch_size: int = 1,
+        concurrency: int = 1,
+        throttle: Throttle | None = None,
         domains: str = "cams_global",
         cell_selection: str = "nearest",
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ):
-        if max_attempts < 1 or batch_size < 1 or timeout_s <= 0 or backoff_s < 0 or backoff_max_s < 0:
-            raise InputError("max_attempts and batch_size must be >= 1, timeout_s > 0, backoffs >= 0")
+        if (max_attempts < 1 or batch_size < 1 or concurrency < 1 or timeout_s <= 0 or backoff_s < 0
+                or backoff_max_s < 0):
+            raise InputError("max_attempts, batch_size and concurrency must be >= 1, timeout_s > 0, backoffs >= 0")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key or None
         self._owns_http = http is None
@@ -90,6 +95,9 @@ class OpenMeteoClient:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.batch_size = batch_size
+        self.concurrency = concurrency
+        # asked before every HTTP attempt: the run-wide limiter (None: no limits to keep)
+        self.throttle = throttle
         self.domains = domains
         self.cell_selection = cell_selection
         self._sleep = sleep
@@ -99,11 +107,12 @@ class OpenMeteoClient:
         _redact_httpx_logs()
 
     @classmethod
-    def from_config(cls, cfg: SourceConfig) -> "OpenMeteoClient":
+    def from_config(cls, cfg: SourceConfig, throttle: Throttle | None = None) -> "OpenMeteoClient":
         """A client with the settings of a SourceConfig."""
         return cls(
             base_url=cfg.api_url, api_key=cfg.api_key, timeout_s=cfg.timeout_s, max_attempts=cfg.max_attempts,
             backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, batch_size=cfg.batch_size,
+            concurrency=cfg.request_concurrency, throttle=throttle,
             domains=cfg.domains, cell_selection=cfg.cell_selection,
         )
 
@@ -128,10 +137,13 @@ class OpenMeteoClient:
             raise DateRangeError(f"end date {end} is before start date {start}")
         if not variables:
             raise InputError("no hourly variables to ask open-meteo for")
-        results: list[dict] = []
-        for i in range(0, len(locations), self.batch_size):
-            results.extend(self._fetch_batch(locations[i : i + self.batch_size], start, end, variables))
-        return results
+        batches = [locations[i : i + self.batch_size] for i in range(0, len(locations), self.batch_size)]
+        if self.concurrency == 1 or len(batches) == 1:
+            answers = [self._fetch_batch(batch, start, end, variables) for batch in batches]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(batches))) as pool:
+                answers = list(pool.map(lambda batch: self._fetch_batch(batch, start, end, variables), batches))
+        return [item for answer in answers for item in answer]
 
     def _fetch_batch(
         self, batch: Sequence[Location], start: dt.date, end: dt.date, variables: Sequence[str]
@@ -164,6 +176,7 @@ class OpenMeteoClient:
             self._count(weight=weight, retry=attempt > 1)
             log.debug("GET %s for %s (weight %.2f, attempt %d)", API_PATH, what, weight, attempt)
             retry_after: float | None = None
+            lease = self.throttle.acquire(weight) if self.throttle is not None else None
             try:
                 response = self._http.get(url, params=params, timeout=self.timeout_s)
             except httpx.TimeoutException:
@@ -202,6 +215,9 @@ class OpenMeteoClient:
                             status=status, reason=reason,
                         )
                     retry_after = _retry_after_s(response)
+            finally:
+                if lease is not None:
+                    self.throttle.release(lease)
             if attempt == self.max_attempts:
                 break
             delay = self._backoff(attempt, retry_after)

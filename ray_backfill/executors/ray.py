@@ -27,6 +27,8 @@ import ray
 
 from ray_backfill.config import Settings, secret_env, settings_to_dict
 from ray_backfill.executors.base import Task, TaskResult, tree_rss_mb
+from ray_backfill.limiter import lease_holder
+from ray_backfill.sessions import check_cluster_catalog
 from ray_backfill.worker import SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,8 @@ class RayExecutor:
         self._started_ray = False
         self._gcs = None
         self._metrics = None
+        self._limiter = None
+        self._limiter_ref: dict | None = None
 
     def __enter__(self) -> "RayExecutor":
         dashboard = None
@@ -144,14 +148,30 @@ class RayExecutor:
                                include_dashboard=None, logging_level=logging.WARNING)
             dashboard = getattr(context, "dashboard_url", None)
             self._started_ray = True
+        try:
+            check_cluster_catalog(self.settings.catalog, node_hosts())
+        except BaseException:
+            self.__exit__()
+            raise
         self._gcs = ray.get_runtime_context().gcs_address
         self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
             self.requested_parallelism, "--parallelism")
         where = f", dashboard http://{dashboard}" if dashboard else ""
         self.echo(f"ray cluster {self._gcs}{where}: parallelism {self.slots} ({why})")
+        source = self.settings.source
+        if source.kind == "open-meteo" and not source.limits.is_unlimited:
+            from ray_backfill.limiter import start_limiter
+
+            # a lease outlives no request: the HTTP timeout plus a margin, then it is reclaimed
+            self._limiter, name = start_limiter(self.run_id, source.limits, lease_ttl_s=source.timeout_s + 30)
+            self._limiter_ref = {"name": name, "namespace": ray.get_runtime_context().namespace}
+            self.echo(f"source limiter {name}: {_describe(source.limits)}")
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._limiter is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(self._limiter)
         if self._started_ray:
             ray.shutdown()
 
@@ -175,11 +195,19 @@ class RayExecutor:
         return {
             "task_id": task.task_id, "stage": task.stage, "chunk": task.chunk.to_json(), "attempt": task.attempt,
             "run_id": self.run_id, "settings": settings_to_dict(self.settings),
+            "limiter": self._limiter_ref,
         }
+
+    def limiter_snapshot(self) -> dict | None:
+        """The shared limiter's limits and counters, for the run report."""
+        if self._limiter is None:
+            return None
+        return ray.get(self._limiter.snapshot.remote(), timeout=30)
 
     def start(self, task: Task) -> _Attempt:
         name = task.task_id if task.attempt == 1 else f"{task.task_id}-attempt{task.attempt}"
-        actor = ChunkSupervisor.options(name=name, lifetime="non_detached").remote()
+        # SPREAD: chunks go round the nodes, and each chunk's process runs where its supervisor does.
+        actor = ChunkSupervisor.options(name=name, lifetime="non_detached", scheduling_strategy="SPREAD").remote()
         env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
         for var in ("RAY_BACKFILL_FAULTS", "RAY_AUTH_MODE", "PYTHONPATH"):
             if os.environ.get(var):
@@ -201,6 +229,9 @@ class RayExecutor:
                 data = {"ok": False, "error": f"supervisor of {attempt.task.task_id} died: {type(exc).__name__}"}
             with contextlib.suppress(Exception):
                 ray.kill(attempt.actor)
+            if self._limiter is not None and not data.get("ok"):
+                # a chunk that died mid-request holds leases nobody will release
+                self._limiter.release_holder.remote(lease_holder(attempt.task.task_id, attempt.task.attempt))
             out.append((attempt, _to_result(data)))
         return out
 
@@ -239,6 +270,19 @@ class _Metrics:
             self.seconds.observe(task.seconds, tags={"run_id": run_id, "stage": task.stage})
         if task.status == ChunkStatus.SUCCEEDED and task.rows:
             self.rows.inc(task.rows, tags={"run_id": run_id, "stage": task.stage})
+
+
+def _describe(limits) -> str:
+    parts = [f"{v:g} calls/{unit}" for v, unit in ((limits.per_minute, "min"), (limits.per_hour, "h"),
+                                                   (limits.per_day, "day")) if v is not None]
+    if limits.max_in_flight is not None:
+        parts.append(f"{limits.max_in_flight} in flight")
+    return ", ".join(parts) or "no limits"
+
+
+def node_hosts() -> list[str]:
+    """The address of every alive node of the connected cluster (several nodes may share one)."""
+    return [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
 
 
 def _to_result(data: dict) -> TaskResult:

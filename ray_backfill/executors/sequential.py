@@ -1,19 +1,22 @@
 """The baseline: the old design, kept to compare against.
 
 One long-lived Spark session in the driver process runs every bronze chunk one after another,
-then silver and gold in that same session. Same job code, same tables as the Ray executor.
+then silver and gold in that same session, and the source is asked one request at a time, as
+the old tool did. Same job code, same tables, same source limits as the Ray executor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 
 from jobs.context import StageInputs
 from jobs.inspect import summarize
-from jobs.stages import run_stage_range
+from jobs.sources.limits import LocalThrottle, RateLimiter
+from jobs.stages import build_source, run_stage_range
 from jobs.tables import ensure_tables
 from ray_backfill.config import Settings
 from ray_backfill.errors import BackfillError
@@ -33,6 +36,9 @@ class SequentialExecutor:
         self.run_id = run_id
         self.spark = None
         self._stack = contextlib.ExitStack()
+        source = settings.source
+        self._limiter = (RateLimiter(source.limits, lease_ttl_s=source.timeout_s + 30)
+                         if source.kind == "open-meteo" and not source.limits.is_unlimited else None)
 
     def __enter__(self) -> "SequentialExecutor":
         self.spark = self._stack.enter_context(spark_session(self.settings, f"backfill-{self.run_id}"))
@@ -50,14 +56,23 @@ class SequentialExecutor:
 
     def _run(self, task: Task) -> TaskResult:
         started = time.monotonic()
+        stats = None
         try:
             if task.stage == "prepare":
                 ensure_tables(self.spark, self.settings.catalog)
                 rows = 0
             else:
-                rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
-                                           self.run_id).values())
+                source = self._source() if task.stage == "bronze" else None
+                try:
+                    rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
+                                               self.run_id, source=source).values())
+                finally:
+                    stats = getattr(source, "stats", None)
+                    if stats is not None:
+                        source.close()
             result = TaskResult(ok=True, rows=rows)
+            if stats is not None:
+                result.details["source_stats"] = dataclasses.asdict(stats)
             if task.stage == "gold":
                 result.details["summary"] = [s.to_json() for s in summarize(self.spark, self.settings.catalog)]
         except (BackfillError, OSError) as exc:
@@ -66,6 +81,18 @@ class SequentialExecutor:
             result = TaskResult(ok=False, error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         result.seconds = round(time.monotonic() - started, 2)
         return result
+
+    def _source(self):
+        """A source asking one request at a time, under the run's limits."""
+        source = self.settings.source
+        if source.kind != "open-meteo":
+            return build_source(source)
+        throttle = LocalThrottle(self._limiter, holder="sequential") if self._limiter else None
+        return build_source(dataclasses.replace(source, concurrency=1), throttle)
+
+    def limiter_snapshot(self) -> dict | None:
+        """The limiter's limits and counters, for the run report."""
+        return self._limiter.snapshot() if self._limiter else None
 
     def wait(self, handles: list["_Done"], timeout_s: float) -> list[tuple["_Done", TaskResult]]:
         return [(h, h.result) for h in handles]
