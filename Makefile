@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
 
-.PHONY: setup jars demo test test-fast clean
+.PHONY: setup jars services demo test test-fast clean
 
 JARS ?= $(or $(RAY_BACKFILL_JARS),$(HOME)/.cache/ray-backfill/jars)
 
@@ -15,16 +15,20 @@ $(VENV)/.installed: pyproject.toml
 	@java -version 2>&1 | grep -q '"17' || (echo "error: OpenJDK 17 is required (java -version)" >&2; exit 1)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 jars: cluster/jvm-deps.txt cluster/fetch_jars.sh
 	@cluster/fetch_jars.sh "$(JARS)"
 
+# What the tests need beyond the venv and jars: PostgreSQL (the multi-host catalog) on this machine.
+services:
+	@cluster/postgres.sh install
+
 demo: setup
 	$(BIN)/ray-backfill run $(DEMO_ARGS)
 
-test: setup
+test: setup services
 	$(BIN)/pytest
 
 test-fast: setup

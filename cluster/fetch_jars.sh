@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Resolve the JVM manifest (cluster/jvm-deps.txt) once with Maven into a local folder.
-# Usage: cluster/fetch_jars.sh [DEST]   (default: $RAY_BACKFILL_JARS or ~/.cache/ray-backfill/jars)
+# Resolve a JVM manifest (default cluster/jvm-deps.txt) once with Maven into a local folder.
+# Usage: cluster/fetch_jars.sh [DEST [MANIFEST]]
+#   DEST      default: $RAY_BACKFILL_JARS or ~/.cache/ray-backfill/jars
+#   MANIFEST  default: cluster/jvm-deps.txt; e.g. cluster/jvm-deps-s3.txt for the optional S3 jars
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dest="${1:-${RAY_BACKFILL_JARS:-$HOME/.cache/ray-backfill/jars}}"
+manifest="${2:-$here/jvm-deps.txt}"
 mkdir -p "$dest"
-grep -v -E '^\s*(#|$)' "$here/jvm-deps.txt" | while read -r coord; do
+grep -v -E '^\s*(#|$)' "$manifest" | while read -r coord; do
   IFS=: read -r group artifact version <<<"$coord"
   jar="$dest/$artifact-$version.jar"
   if [[ -s "$jar" ]]; then continue; fi  # resolved before: nothing to do

@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from ray_backfill.errors import BackfillError
-from ray_backfill.options import add_options
+from ray_backfill.options import LEDGER_FLAGS, add_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,12 +41,12 @@ def _parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="re-run what did not succeed in a run")
     resume.add_argument("run_id")
-    resume.add_argument("--warehouse", default=None, help="warehouse of the run (default ./warehouse)")
+    add_options(resume, only=LEDGER_FLAGS)  # to find the ledger; the run keeps its recorded settings
     resume.set_defaults(func=_cmd_resume)
 
     status = sub.add_parser("status", help="show a run's chunks, or the recent runs")
     status.add_argument("run_id", nargs="?")
-    status.add_argument("--warehouse", default=None, help="warehouse of the runs (default ./warehouse)")
+    add_options(status, only=LEDGER_FLAGS)
     status.set_defaults(func=_cmd_status)
     return parser
 
@@ -72,28 +72,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if record.outcome == "succeeded" else 1
 
 
-def _ledger(warehouse: str | None):
-    from ray_backfill.config import CatalogConfig
-    from ray_backfill.runner import ledger_for
-
-    return ledger_for(CatalogConfig(warehouse=warehouse) if warehouse else CatalogConfig())
-
-
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from ray_backfill.runner import BackfillRequest, run_backfill
+    from ray_backfill.runner import BackfillRequest, ledger_for_args, run_backfill
 
-    record = _ledger(args.warehouse).load(args.run_id)
+    ledger = ledger_for_args(args)
+    record = ledger.load(args.run_id)
     request = BackfillRequest.from_json(record.request, record.run_id)
     done = sum(t.status.value == "succeeded" for t in record.tasks)
     print(f"resuming run {record.run_id}: {done}/{len(record.tasks)} tasks already succeeded")
-    record = run_backfill(request, record)
+    record = run_backfill(request, record, ledger=ledger)
     return 0 if record.outcome == "succeeded" else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from ray_backfill.progress import Progress, summary_table
+    from ray_backfill.runner import ledger_for_args
 
-    ledger = _ledger(args.warehouse)
+    ledger = ledger_for_args(args)
     if args.run_id:
         record = ledger.load(args.run_id)
         print(f"run {record.run_id}: {record.outcome or 'in progress (or its driver was killed)'}, "

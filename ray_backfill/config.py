@@ -25,6 +25,8 @@ JARS_DIR = Path(os.environ.get("RAY_BACKFILL_JARS") or Path.home() / ".cache" / 
 JVM_MANIFEST = PROJECT_ROOT / "cluster" / "jvm-deps.txt"
 
 CatalogKind = Literal["sqlite", "postgres", "hadoop", "rest"]
+# Where a ledger dir may be: a local path, or a URI pyarrow.fs opens without extra libraries.
+LEDGER_SCHEMES = ("", "file", "s3", "s3a")
 SparkMode = Literal["raydp", "local"]
 SourceKind = Literal["synthetic", "open-meteo"]
 
@@ -38,7 +40,7 @@ def validate_identifier(value: str, what: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class CatalogConfig:
-    """Where the Iceberg catalog keeps its metadata and the warehouse its files."""
+    """Where the Iceberg catalog keeps its metadata, the warehouse its files and runs their ledgers."""
 
     # Spark catalog name that prefixes every table: <name>.bronze.open_meteo_hourly
     name: str = "lh"
@@ -56,6 +58,8 @@ class CatalogConfig:
     commit_retries: int = 20
     # extra Spark catalog properties, for S3/HDFS settings: {"io-impl": "..."}
     properties: tuple[tuple[str, str], ...] = ()
+    # where run ledgers live: a path all nodes share or an s3://, s3a://, file:// URI (None: ledger_location)
+    ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
         validate_identifier(self.name, "catalog name")
@@ -67,6 +71,13 @@ class CatalogConfig:
             raise ConfigError(f"catalog uri {self.uri!r} is not a jdbc:postgresql: URL")
         if self.commit_retries < 0:
             raise ConfigError(f"commit_retries {self.commit_retries} must be >= 0")
+        if self.ledger_dir is not None:
+            parsed = urlparse(self.ledger_dir)
+            if not self.ledger_dir.strip() or parsed.scheme not in LEDGER_SCHEMES or (
+                    parsed.scheme in ("s3", "s3a") and not parsed.netloc) or (
+                    parsed.scheme == "file" and parsed.netloc not in ("", "localhost")):
+                raise ConfigError(f"ledger_dir {self.ledger_dir!r} is not a path or an s3://bucket/..., "
+                                  "s3a://bucket/... or file:// URI")
 
     @property
     def warehouse_is_local(self) -> bool:
@@ -119,6 +130,10 @@ class SparkConfig:
     shuffle_partitions: int = 2
     # extra spark.* settings
     extra: tuple[tuple[str, str], ...] = ()
+    # start the driver JVM from a class-data-sharing archive (ray_backfill/cds.py): seconds off every session
+    class_data_sharing: bool = True
+    # extra options for the driver JVM, appended (e.g. "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    driver_java_options: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in ("raydp", "local"):

@@ -1,22 +1,30 @@
 """The durable record of a run: chunk states, attempts, rows, seconds, errors.
 
-Kept as JSON in the warehouse (`<warehouse>/_ray_backfill/runs/<run_id>/`), written atomically
-(temp file + rename) by the run's driver, the only writer. Resume reads it back — also after the
-driver was killed, when chunks still say `running`.
+Kept as JSON under the ledger dir (`<ledger_dir>/<run_id>/ledger.json`; where that is:
+`ledger_location`), written by the run's driver, the only writer: atomically on a file system
+(temp file + rename), as one PUT of the whole file on an object store. Resume reads it back — also
+after the driver was killed, when chunks still say `running`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from urllib.parse import urlparse
 
-from ray_backfill.errors import InputError
+from ray_backfill.config import CatalogConfig
+from ray_backfill.errors import ConfigError, InputError, WarehouseError
+
+if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
 
 LEDGER_VERSION = 1
 
@@ -136,46 +144,199 @@ class RunRecord:
 
 
 class RunLedger:
-    """Owns the ledger files of one warehouse."""
+    """Owns the run ledgers under one folder: a local path, or a URI on a pyarrow file system."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path | str, filesystem: FileSystem | None = None):
+        self._store = _LocalStore(Path(root)) if filesystem is None else _ArrowStore(str(root), filesystem)
 
     @classmethod
     def for_warehouse(cls, warehouse: Path) -> "RunLedger":
         return cls(Path(warehouse) / "_ray_backfill" / "runs")
 
-    def path(self, run_id: str) -> Path:
-        return self.root / run_id / "ledger.json"
+    @property
+    def root(self) -> Path | str:
+        """The ledger dir: a local Path, or the URI given with a file system."""
+        return self._store.root
+
+    @property
+    def filesystem(self) -> FileSystem | None:
+        """The pyarrow file system of a URI ledger dir; None for a local path."""
+        return self._store.filesystem
+
+    def path(self, run_id: str) -> Path | str:
+        """The run's ledger file, a local Path or a URI like `root`."""
+        return self._store.file(run_id, "ledger.json")
 
     def save(self, record: RunRecord) -> None:
         """Atomically replace the run's ledger file."""
-        self._write_json(self.path(record.run_id), record.to_json())
+        self._store.write(self.path(record.run_id), _dump(record.to_json()))
 
-    def save_report(self, run_id: str, report: dict) -> Path:
-        path = self.root / run_id / "report.json"
-        self._write_json(path, report)
+    def save_report(self, run_id: str, report: dict) -> Path | str:
+        path = self._store.file(run_id, "report.json")
+        self._store.write(path, _dump(report))
         return path
 
     def load(self, run_id: str) -> RunRecord:
         path = self.path(run_id)
-        if not path.is_file():
+        data = self._store.read(path)
+        if data is None:
             known = ", ".join(self.run_ids()[-5:]) or "none"
             raise InputError(f"run {run_id!r} has no ledger at {path}; recent runs: {known}")
-        return RunRecord.from_json(json.loads(path.read_text()))
+        return RunRecord.from_json(json.loads(data))
 
     def run_ids(self) -> list[str]:
         """Run ids, oldest first (ids start with their UTC start time)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "ledger.json").is_file())
+        return sorted(self._store.run_ids())
 
-    @staticmethod
-    def _write_json(path: Path, data: dict) -> None:
+
+def _dump(data: dict) -> bytes:
+    return json.dumps(data, indent=1, sort_keys=True).encode()
+
+
+class _LocalStore:
+    """A folder on this machine (or a mount all nodes share): temp file, fsync, os.replace."""
+
+    filesystem = None
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def file(self, run_id: str, name: str) -> Path:
+        return self.root / run_id / name
+
+    def write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+    def read(self, path: Path) -> bytes | None:
+        return path.read_bytes() if path.is_file() else None
+
+    def run_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if (p / "ledger.json").is_file()]
+
+
+class _ArrowStore:
+    """A folder on a pyarrow file system, named by its URI (s3a://bucket/key, file:///path).
+
+    On an object store a new object appears whole or not at all, so one PUT replaces a ledger
+    atomically; pyarrow's local file system writes a temp file and renames it over the old one.
+    """
+
+    def __init__(self, root: str, filesystem: FileSystem):
+        self.root = root.rstrip("/")
+        self.filesystem = filesystem
+        parsed = urlparse(self.root)
+        # pyarrow names S3 objects bucket/key and local files by their absolute path
+        self._base = parsed.path if parsed.scheme == "file" else parsed.netloc + parsed.path
+
+    def file(self, run_id: str, name: str) -> str:
+        return f"{self.root}/{run_id}/{name}"
+
+    def _path(self, uri: str) -> str:
+        return self._base + uri[len(self.root):]
+
+    @contextlib.contextmanager
+    def _reporting(self, uri: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise WarehouseError(f"run ledger {uri}: {' '.join(str(exc).split())}") from None
+
+    def write(self, uri: str, data: bytes) -> None:
+        path, fs = self._path(uri), self.filesystem
+        with self._reporting(uri):
+            if fs.type_name != "local":
+                with fs.open_output_stream(path, metadata={"Content-Type": "application/json"}) as out:
+                    out.write(data)
+                return
+            parent = path.rsplit("/", 1)[0]
+            fs.create_dir(parent, recursive=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
+            with fs.open_output_stream(tmp) as out:
+                out.write(data)
+            fs.move(tmp, path)
+
+    def read(self, uri: str) -> bytes | None:
+        from pyarrow.fs import FileType
+
+        path = self._path(uri)
+        with self._reporting(uri):
+            if self.filesystem.get_file_info(path).type != FileType.File:
+                return None
+            with self.filesystem.open_input_stream(path) as handle:
+                return handle.read()
+
+    def run_ids(self) -> list[str]:
+        from pyarrow.fs import FileSelector, FileType
+
+        with self._reporting(self.root):
+            infos = self.filesystem.get_file_info(FileSelector(self._base, allow_not_found=True, recursive=True))
+        ids = []
+        for info in infos:
+            parts = info.path[len(self._base):].strip("/").split("/")
+            if info.type == FileType.File and len(parts) == 2 and parts[1] == "ledger.json":
+                ids.append(parts[0])
+        return ids
+
+
+_RUNS_IN_WAREHOUSE = "_ray_backfill/runs"
+
+
+def ledger_location(catalog: CatalogConfig) -> Path | str:
+    """Where the run ledgers of a catalog live: a local Path, or an s3://, s3a://, file:// URI.
+
+    `ledger_dir` when set; else `<warehouse>/_ray_backfill/runs` for a local warehouse (a path)
+    or an s3/s3a one (a URI in its bucket). Any other warehouse (hdfs://) needs `ledger_dir`:
+    pyarrow reaches HDFS only through libhdfs and a JVM, which a terminal on a node may lack.
+    """
+    if catalog.ledger_dir:
+        if urlparse(catalog.ledger_dir).scheme:
+            return catalog.ledger_dir
+        return Path(catalog.ledger_dir).expanduser().resolve()
+    if catalog.warehouse_is_local:
+        return catalog.warehouse_path / _RUNS_IN_WAREHOUSE
+    if urlparse(catalog.warehouse).scheme in ("s3", "s3a"):
+        return f"{catalog.warehouse.rstrip('/')}/{_RUNS_IN_WAREHOUSE}"
+    raise ConfigError(f"the run ledger cannot live in warehouse {catalog.warehouse!r}; give --ledger-dir "
+                      "(or RAY_BACKFILL_LEDGER_DIR, ledger_dir in --config) a path all nodes share "
+                      "(e.g. NFS) or an s3:// URI")
+
+
+def open_ledger(catalog: CatalogConfig, env: Mapping[str, str] | None = None) -> RunLedger:
+    """The RunLedger at `ledger_location(catalog)`; S3 settings come from the catalog and `env`."""
+    where = ledger_location(catalog)
+    if isinstance(where, Path):
+        return RunLedger(where)
+    from pyarrow import fs
+
+    if urlparse(where).scheme == "file":
+        return RunLedger(where, fs.LocalFileSystem())
+    options = s3_options(dict(catalog.properties), os.environ if env is None else env)
+    return RunLedger(where, fs.S3FileSystem(**options))
+
+
+def s3_options(properties: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
+    """pyarrow S3FileSystem arguments from the Iceberg catalog properties, else the AWS variables.
+
+    Credentials are left to the AWS SDK's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    profiles, instance roles, IRSA), so no secret passes through here.
+    """
+    options: dict[str, Any] = {}
+    endpoint = properties.get("s3.endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["scheme"], options["endpoint_override"] = parsed.scheme, parsed.netloc
+    region = properties.get("client.region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    # pyarrow uses path-style URLs unless told otherwise; Iceberg's s3.path-style-access=false asks for virtual-hosted
+    if properties.get("s3.path-style-access", "").strip().lower() == "false":
+        options["force_virtual_addressing"] = True
+    return options

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from ray_backfill.config import CatalogConfig, PipelineConfig, Settings, SourceConfig, SparkConfig
 from ray_backfill.errors import ConfigError
@@ -57,6 +58,9 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--warehouse", "catalog", "warehouse", "warehouse root: a path or hdfs://, s3a:// URI (default ./warehouse)"),
+    Option("--ledger-dir", "catalog", "ledger_dir",
+           "where run ledgers live: a path all nodes share or an s3:// URI "
+           "(default <warehouse>/_ray_backfill/runs; required for an hdfs:// warehouse)"),
     Option("--catalog", "catalog", "kind", "Iceberg catalog: sqlite (default), postgres, hadoop, rest",
            choices=("sqlite", "postgres", "hadoop", "rest")),
     Option("--catalog-uri", "catalog", "uri", "JDBC URL (postgres) or REST endpoint (rest)"),
@@ -86,14 +90,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("--pollutants", "pipeline", "pollutants", "comma-separated pollutant codes (default: all)", _csv),
     Option("--pollutants-file", "pipeline", "pollutants_file", "pollutants JSON Lines file", Path),
 )
+# The flags that find the run ledgers, all `status` and `resume` take besides --config.
+LEDGER_FLAGS = ("--warehouse", "--ledger-dir")
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Add the settings flags (and --config) to a parser; defaults stay None to see what was set."""
+def add_options(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """Add the settings flags (and --config) to a parser; defaults stay None to see what was set.
+
+    `only` names the flags to add, e.g. LEDGER_FLAGS; env vars and the file still fill every setting.
+    """
     group = parser.add_argument_group("settings (also RAY_BACKFILL_<NAME> env vars or --config file)")
     group.add_argument("--config", type=Path, default=None, help="TOML file with these settings (flag names, _ for -)")
     for opt in OPTIONS:
-        if opt.secret:
+        if opt.secret or (only is not None and opt.flag not in only):
             continue
         group.add_argument(opt.flag, dest=opt.dest, default=None, choices=opt.choices, help=opt.help)
 
@@ -108,7 +117,7 @@ def _read_config_file(path: Path | None) -> Mapping[str, Any]:
         raise ConfigError(f"--config {path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    known = {opt.dest for opt in OPTIONS} | set(EXTRA_FILE_KEYS)
+    known = {opt.dest for opt in OPTIONS} | set(EXTRA_FILE_KEYS) | set(FILE_TABLES)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"--config {path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -118,6 +127,33 @@ def _read_config_file(path: Path | None) -> Mapping[str, Any]:
 # Keys a config file may hold besides the OPTIONS (read by the CLI for its own flags).
 EXTRA_FILE_KEYS = ("parallelism", "chunk", "retries", "chunk_timeout", "address", "executor",
                    "skip_bronze", "skip_silver", "skip_gold")
+# Tables only a config file can hold: [catalog_properties] (Iceberg catalog properties, e.g.
+# io-impl) and [spark_conf] (extra spark.* settings), each mapped onto a tuple of (key, value).
+FILE_TABLES = {"catalog_properties": ("catalog", "properties"), "spark_conf": ("spark", "extra")}
+# Keys whose value is a credential (s3.secret-access-key, fs.s3a.access.key, jdbc.password, token);
+# not provider settings such as fs.s3a.aws.credentials.provider.
+_CREDENTIAL_KEY = re.compile(
+    r"(^|[.-])(password|secret([.-]access)?[.-]key|access[.-]key([.-]id)?|session[.-]token|token|credential)$",
+    re.IGNORECASE,
+)
+
+
+def _file_table(path: Path, table: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A [catalog_properties] or [spark_conf] table as sorted (key, value) pairs, or ConfigError."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"--config {path}: {table} must be a [{table}] table of \"key\" = \"value\" strings")
+    for key, item in value.items():
+        if isinstance(item, dict):
+            raise ConfigError(f"--config {path}: {table} key {key!r} holds a table, not a string; "
+                              f"quote dotted keys, e.g. \"{key}.x.y\" = \"value\"")
+        if not isinstance(item, str):
+            raise ConfigError(f"--config {path}: {table} {key!r} = {item!r} is not a string; quote it")
+        if table == "spark_conf" and not key.startswith("spark."):
+            raise ConfigError(f"--config {path}: spark_conf key {key!r} is not a spark.* setting")
+        if _CREDENTIAL_KEY.search(key):
+            raise ConfigError(f"--config {path}: {table} key {key!r} is a credential; "
+                              "give it through the environment, never in a file")
+    return tuple(sorted(value.items()))
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> tuple[Settings, Mapping[str, Any]]:
@@ -140,6 +176,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> t
         except (TypeError, ValueError):
             shown = "***" if opt.secret else repr(value)
             raise ConfigError(f"{origin} {shown} is not a valid value") from None
+    for table, (section, name) in FILE_TABLES.items():
+        if table in file_values:
+            sections[section][name] = _file_table(args.config, table, file_values[table])
     settings = Settings(
         catalog=CatalogConfig(**sections["catalog"]),
         spark=SparkConfig(**sections["spark"]),

@@ -21,7 +21,7 @@ from jobs.entry import new_run_id
 from ray_backfill.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from ray_backfill.errors import ConfigError
 from ray_backfill.executors.base import Task
-from ray_backfill.ledger import ChunkStatus, RunLedger, RunRecord, TaskRecord
+from ray_backfill.ledger import ChunkStatus, RunLedger, RunRecord, TaskRecord, open_ledger
 from ray_backfill.options import resolve
 from ray_backfill.plan import Chunk, DateRange, plan_chunks
 from ray_backfill.progress import Progress, summary_table
@@ -107,9 +107,18 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
 
 
 def ledger_for(catalog: CatalogConfig) -> RunLedger:
-    if not catalog.warehouse_is_local:
-        raise ConfigError(f"the run ledger needs a local or shared-path warehouse, not {catalog.warehouse!r}")
-    return RunLedger.for_warehouse(catalog.warehouse_path)
+    """The run ledgers of a catalog's settings; ConfigError when they have nowhere to live."""
+    return open_ledger(catalog)
+
+
+def ledger_for_args(args: argparse.Namespace) -> RunLedger:
+    """The ledger `status` and `resume` read, found from flags, env and --config as `run` finds it."""
+    settings, _ = resolve(args)
+    return ledger_for(settings.catalog)
+
+
+def _warehouse_text(catalog: CatalogConfig) -> str:
+    return str(catalog.warehouse_path if catalog.warehouse_is_local else catalog.warehouse)
 
 
 def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
@@ -164,6 +173,8 @@ def resume_command(request: BackfillRequest) -> str:
     parts = ["ray-backfill", "resume", request.run_id]
     if request.settings.catalog.warehouse != CatalogConfig().warehouse:
         parts += ["--warehouse", str(request.settings.catalog.warehouse)]
+    if request.settings.catalog.ledger_dir:
+        parts += ["--ledger-dir", request.settings.catalog.ledger_dir]
     return shlex.join(parts)
 
 
@@ -187,8 +198,9 @@ def _raise_cancel(signum, frame):
 
 
 def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
-                 echo: Callable[[str], None] = print, progress: Progress | None = None) -> RunRecord:
-    """Run (or resume, given its record) a backfill; returns the final record, also in the ledger.
+                 echo: Callable[[str], None] = print, progress: Progress | None = None,
+                 ledger: RunLedger | None = None) -> RunRecord:
+    """Run (or resume, given its record and the ledger it came from) a backfill; returns the final record.
 
     The executor starts before the ledger is written, so a run it refuses (ConfigError: e.g. a
     catalog the cluster's hosts cannot share) leaves no record behind.
@@ -196,7 +208,7 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     settings = request.settings
     inputs = load_inputs(settings.pipeline)
     ensure_warehouse(settings.catalog)
-    ledger = ledger_for(settings.catalog)
+    ledger = ledger or ledger_for(settings.catalog)
     record = record or new_record(request)
     previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
     started = time.monotonic()
@@ -218,7 +230,7 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor, ledger: R
     record.outcome, record.finished_at = None, None
     ledger.save(record)
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
-         f"warehouse {request.settings.catalog.warehouse_path}")
+         f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     try:
         loop = _Loop(request, record, executor, ledger, progress)
         ok = loop.phase(record.by_stage("prepare"))
@@ -274,7 +286,7 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
         catalog = request.settings.catalog
         where = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
         echo(f"run {record.run_id} succeeded in {total:.1f}s; tables in catalog '{catalog.name}' "
-             f"({catalog.kind}: {where}), warehouse {catalog.warehouse_path}; report {report_path}")
+             f"({catalog.kind}: {where}), warehouse {_warehouse_text(catalog)}; report {report_path}")
         return
     echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
     for t in failed:
@@ -307,7 +319,7 @@ class _Loop:
         queue = [t for t in tasks if t.status != ChunkStatus.SUCCEEDED]
         tries: dict[str, int] = {}
         not_before: dict[str, float] = {}
-        in_flight: dict[int, tuple[object, TaskRecord]] = {}
+        in_flight: dict[int, tuple[object, TaskRecord, float]] = {}
         stage_started = time.monotonic()
         try:
             while queue or in_flight:
@@ -321,15 +333,19 @@ class _Loop:
                     task.move(ChunkStatus.RUNNING, attempts=task.attempts + 1)
                     self._event(task, f"  {task.task_id}: running (attempt {task.attempts})")
                     chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
+                    began = time.time()
                     handle = self.executor.start(Task(task.task_id, task.stage, chunk, task.attempts))
-                    in_flight[id(handle)] = (handle, task)
-                for handle, result in self.executor.wait([h for h, _ in in_flight.values()], timeout_s=0.5):
-                    _, task = in_flight.pop(id(handle))
+                    in_flight[id(handle)] = (handle, task, began)
+                for handle, result in self.executor.wait([h for h, *_ in in_flight.values()], timeout_s=0.5):
+                    _, task, began = in_flight.pop(id(handle))
+                    # wall-clock span of the attempt, for timelines (the sequential executor runs it in start)
+                    result.details.setdefault("started_at", round(began, 3))
+                    result.details.setdefault("ended_at", round(time.time(), 3))
                     self._finish(task, result, tries, not_before, queue)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
         except KeyboardInterrupt:
-            self.executor.cancel([h for h, _ in in_flight.values()])
+            self.executor.cancel([h for h, *_ in in_flight.values()])
             raise
         finally:
             if tasks:

@@ -134,7 +134,7 @@ def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
         "spark.jars": ",".join(jars),
         "spark.driver.extraClassPath": ":".join(jars),
         "spark.driver.memory": spark.driver_memory,
-        "spark.driver.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC {spark.driver_java_options}".strip(),
         "spark.executor.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
         # Executors (Ray Java workers under RayDP) start Python workers with this interpreter,
         # the one that has pyspark; the default `python3` on PATH does not.
@@ -187,6 +187,13 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = manifest_jars()
     conf = spark_conf(settings, jars)
+    cds = None
+    if settings.spark.class_data_sharing:
+        from ray_backfill.cds import plan_driver_cds
+
+        cds = plan_driver_cds(settings.spark.mode, jars, conf["spark.driver.extraJavaOptions"])
+        if cds is not None:
+            conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
     started = time.monotonic()
     if settings.spark.mode == "local":
         session = _local_session(settings.spark, app_name, conf)
@@ -212,6 +219,8 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
         with contextlib.suppress(Exception):
             stop()
         _end_gateway_jvm()
+        if cds is not None and cds.finish():
+            log.info("class-data archive for %s sessions written: %s", settings.spark.mode, cds.archive)
 
 
 def _local_session(spark: SparkConfig, app_name: str, conf: dict[str, str]):

@@ -94,7 +94,10 @@ def run_task(task: dict) -> dict:
     stage, run_id = task["stage"], task["run_id"]
     _inject(task, "start")
     started = time.monotonic()
+    began = time.time()
     result: dict = {"rows": 0}
+    # wall-clock [start, end] of each phase, for the benchmark's per-chunk timeline
+    phases: dict[str, list[float]] = result.setdefault("phases", {})
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         fetching = source = None
         if stage == "bronze":
@@ -105,24 +108,31 @@ def run_task(task: dict) -> dict:
             )
         with spark_session(settings, f"{task['task_id']}") as spark:
             result["session_seconds"] = round(time.monotonic() - started, 2)
+            phases["session_start"] = [round(began, 3), round(time.time(), 3)]
             if stage == "prepare":
                 ensure_tables(spark, settings.catalog)
             elif stage == "bronze":
                 fetched = fetching.result()
                 result["fetch_seconds"] = round(fetched.fetch_seconds, 2)
+                phases["fetch"] = [round(began, 3), round(began + fetched.fetch_seconds, 3)]
+                write_began = time.time()
                 _inject(task, "before_write")
                 written = bronze.write_chunk(spark, settings, fetched, inputs.location_keys, run_id)
                 result["rows"] = written.rows
                 result["write_seconds"] = round(written.write_seconds, 2)
+                phases["write"] = [round(write_began, 3), round(time.time(), 3)]
             else:
                 _inject(task, "before_write")
+                work_began = time.time()
                 rows = run_stage_range(stage, spark, settings, chunk, inputs, run_id)
                 result["rows"] = sum(rows.values())
                 result["tables"] = rows
+                phases["work"] = [round(work_began, 3), round(time.time(), 3)]
                 if stage == "gold":  # the last stage tells what the lakehouse now holds
                     result["summary"] = [s.to_json() for s in summarize(spark, settings.catalog)]
-            stop_started = time.monotonic()
+            stop_started, stop_began = time.monotonic(), time.time()
     result["stop_seconds"] = round(time.monotonic() - stop_started, 2)
+    phases["session_stop"] = [round(stop_began, 3), round(time.time(), 3)]
     if source is not None and hasattr(source, "stats"):
         result["source_stats"] = dataclasses.asdict(source.stats)
         source.close()

@@ -45,3 +45,16 @@ def fresh_settings(spark, spark_settings, tmp_path) -> Settings:
         spark.conf.set(key, value)
     ensure_tables(spark, catalog)
     return spark_settings.replace(catalog=catalog)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server on 127.0.0.1 (tests/postgres.py); stopped, and checked gone, at the end."""
+    from tests.postgres import start_postgres, stop_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        left = stop_postgres(server)
+        assert not left, f"PostgreSQL processes of {server.data} survived pg_ctl stop: {sorted(left)}"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ray_backfill.cli"]
+# A test sets this in the environment of what it starts, to find every process that came of it.
+MARKER_ENV = "RAY_BACKFILL_TEST_MARKER"
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -20,6 +23,28 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
     full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full_env.update(env or {})
     return subprocess.run([*CLI, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli_marked(*args: str, marker: str, env: dict | None = None,
+                   timeout: float = 900) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+    """`run_cli` with MARKER_ENV=`marker`; also returns every marked process seen while it ran."""
+    full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    full_env.update(env or {})
+    full_env[MARKER_ENV] = marker
+    seen: dict[int, str] = {}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([*CLI, *args], cwd=ROOT, env=full_env, stdout=out, stderr=err, text=True)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                break
+            seen.update(marked_processes(marker))
+            time.sleep(1)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()), seen
 
 
 def our_processes(marker: str) -> list[psutil.Process]:
@@ -47,6 +72,39 @@ def java_and_workers() -> set[int]:
     return pids
 
 
+def marked_processes(marker: str) -> dict[int, str]:
+    """Live processes whose environment holds MARKER_ENV=`marker`, with their command lines.
+
+    Whatever a test's run starts inherits the variable — Ray's daemons and workers, chunk processes,
+    their JVMs — and keeps it when orphaned, where a search by parent or command line misses it.
+    """
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def wait_marked_gone(marker: str, timeout: float = 30) -> dict[int, str]:
+    """Wait until no process carries `marker`; return those still alive at the timeout."""
+    deadline = time.monotonic() + timeout
+    left = marked_processes(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = marked_processes(marker)
+    return left
+
+
 def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
     """Wait until none of `pids` is alive; return those still alive at the timeout."""
     deadline = time.monotonic() + timeout
@@ -68,16 +126,17 @@ def run_id_from(output: str) -> str:
     raise AssertionError(f"no run id in output:\n{output}")
 
 
-def attach_catalog(spark, warehouse: Path, name: str):
-    """Register the SQLite catalog of `warehouse` on a running session; returns its CatalogConfig.
+def attach_catalog(spark, warehouse: Path, name: str, **catalog_fields):
+    """Register the catalog of `warehouse` on a running session; returns its CatalogConfig.
 
+    SQLite unless `catalog_fields` say otherwise (kind="postgres", uri=, user=, password=).
     Iceberg's JDBC catalog keys its tables by catalog name, so `name` must be the name the run
     used (`--catalog-name`); each test's run picks its own so they can share one session.
     """
     from ray_backfill.config import CatalogConfig
     from ray_backfill.sessions import catalog_conf
 
-    catalog = CatalogConfig(name=name, warehouse=str(warehouse))
+    catalog = CatalogConfig(name=name, warehouse=str(warehouse), **catalog_fields)
     for key, value in catalog_conf(catalog).items():
         spark.conf.set(key, value)
     return catalog

@@ -81,3 +81,41 @@ def test_hadoop_catalog_on_local_fs_with_several_writers_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="loses commits.*use the sqlite or postgres"):
         check_writers(catalog, 2)
     check_writers(CatalogConfig(kind="hadoop", warehouse="hdfs://namenode:8020/warehouse/iceberg"), 8)
+
+
+@pytest.mark.parametrize(
+    "kind, uri, warehouse, hosts, refused",
+    [
+        ("sqlite", None, "/data/wh", [], False),                                        # no cluster info
+        ("sqlite", None, "/data/wh", ["10.0.0.1"], False),                              # one node
+        ("sqlite", None, "/data/wh", ["10.0.0.1", "10.0.0.1", "10.0.0.1"], False),      # nodes sharing a host
+        ("sqlite", None, "/data/wh", ["10.0.0.1", "10.0.0.2"], True),                   # the catalog is a file
+        ("sqlite", None, "hdfs://nn:8020/wh", ["10.0.0.1", "10.0.0.2"], True),
+        ("postgres", "jdbc:postgresql://db:5432/lh", "/data/wh", ["10.0.0.1", "10.0.0.2"], True),  # local path
+        ("postgres", "jdbc:postgresql://db:5432/lh", "file:///data/wh", ["10.0.0.1", "10.0.0.2"], True),
+        ("postgres", "jdbc:postgresql://db:5432/lh", "hdfs://nn:8020/wh", ["10.0.0.1", "10.0.0.2"], False),
+        ("postgres", "jdbc:postgresql://db:5432/lh", "s3a://bucket/wh", ["10.0.0.1", "10.0.0.2", "10.0.0.3"], False),
+        ("rest", "http://catalog:8181", "s3a://bucket/wh", ["10.0.0.1", "10.0.0.2"], False),
+        ("rest", "http://catalog:8181", "/data/wh", ["10.0.0.1", "10.0.0.2"], True),
+        ("hadoop", None, "hdfs://nn:8020/wh", ["10.0.0.1", "10.0.0.2"], False),
+    ],
+)
+def test_catalogs_one_host_cannot_share_are_refused_on_a_multi_host_cluster(kind, uri, warehouse, hosts, refused):
+    from ray_backfill.config import CatalogConfig
+    from ray_backfill.errors import ConfigError
+    from ray_backfill.sessions import check_cluster_catalog
+
+    catalog = CatalogConfig(kind=kind, uri=uri, warehouse=warehouse)
+    if not refused:
+        check_cluster_catalog(catalog, hosts)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_cluster_catalog(catalog, hosts)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"spans {len(set(hosts))} hosts" in message and "10.0.0.2" in message
+    assert "--catalog postgres" in message and "hdfs:// or s3a://" in message
+    if kind == "sqlite":
+        assert "sqlite catalog" in message
+    if not warehouse.startswith(("hdfs:", "s3a:")):
+        assert f"local warehouse path {warehouse}" in message

@@ -47,6 +47,8 @@ def test_secrets_are_not_flags_and_never_serialized():
     ({"RAY_BACKFILL_EXECUTOR_CORES": "two"}, "RAY_BACKFILL_EXECUTOR_CORES 'two' is not a valid value"),
     ({"RAY_BACKFILL_API_URL": "ftp://x"}, "api url 'ftp://x' is not an http(s) URL"),
     ({"RAY_BACKFILL_CATALOG": "postgres"}, "catalog kind 'postgres' needs a uri"),
+    ({"RAY_BACKFILL_LEDGER_DIR": "hdfs://nn:8020/runs"}, "ledger_dir 'hdfs://nn:8020/runs' is not a path or an s3://"),
+    ({"RAY_BACKFILL_LEDGER_DIR": "s3:///runs"}, "ledger_dir 's3:///runs' is not a path or an s3://bucket/"),
 ])
 def test_bad_settings_name_their_origin(env, fragment):
     with pytest.raises(ConfigError) as err:
@@ -59,3 +61,18 @@ def test_unknown_key_in_config_file(tmp_path):
     config.write_text('warehose = "/typo"\n')
     with pytest.raises(ConfigError, match="unknown setting 'warehose'"):
         resolve(_args("--config", str(config)), {})
+
+
+def test_ledger_dir_from_flag_env_or_file_is_recorded_with_the_run(tmp_path):
+    config = tmp_path / "backfill.toml"
+    config.write_text('ledger_dir = "s3://bucket/from-file"\n')
+    assert resolve(_args(), {})[0].catalog.ledger_dir is None
+    assert resolve(_args("--config", str(config)), {})[0].catalog.ledger_dir == "s3://bucket/from-file"
+    env = {"RAY_BACKFILL_LEDGER_DIR": "/nfs/runs"}
+    assert resolve(_args("--config", str(config)), env)[0].catalog.ledger_dir == "/nfs/runs"
+    settings, _ = resolve(_args("--config", str(config), "--ledger-dir", "file:///nfs/flag"), env)
+    assert settings.catalog.ledger_dir == "file:///nfs/flag"
+    data = settings_to_dict(settings)
+    assert settings_from_dict(data).catalog.ledger_dir == "file:///nfs/flag"
+    del data["catalog"]["ledger_dir"]  # a run recorded before the setting existed
+    assert settings_from_dict(data).catalog.ledger_dir is None

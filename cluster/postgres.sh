@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# PostgreSQL, the multi-host Iceberg catalog: what the tests need of it on this machine.
+# Usage: cluster/postgres.sh install   install Debian's postgresql unless initdb and pg_ctl are there
+#        cluster/postgres.sh bindir    print the folder of initdb, pg_ctl and postgres (newest version)
+# The tests start their own throwaway server (tests/postgres.py); nothing here starts one.
+set -euo pipefail
+root="${POSTGRES_LIB:-/usr/lib/postgresql}"
+
+bindir() {
+  local dir
+  dir="$(ls -d "$root"/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then echo "$dir"; fi
+}
+
+install() {
+  if [[ -n "$(bindir)" ]]; then return 0; fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "error: PostgreSQL (initdb, pg_ctl under $root/*/bin) is missing and installing it needs root:" \
+           "run 'apt-get install -y --no-install-recommends postgresql' as root" >&2
+      exit 1
+    fi
+  fi
+  echo "installing PostgreSQL (apt-get install postgresql)" >&2
+  # The tests run their own servers: do not create and start the package's system-wide cluster.
+  "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/ray-backfill.conf >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >&2
+  if [[ -z "$(bindir)" ]]; then
+    echo "error: apt-get installed postgresql but no initdb/pg_ctl is under $root/*/bin" >&2
+    exit 1
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  bindir)
+    dir="$(bindir)"
+    if [[ -z "$dir" ]]; then echo "error: no PostgreSQL under $root/*/bin; run: $0 install" >&2; exit 1; fi
+    echo "$dir" ;;
+  *) echo "usage: $0 install|bindir" >&2; exit 2 ;;
+esac

@@ -1,0 +1,86 @@
+"""The benchmark's arithmetic (lower bound, source use, N-node projection) and one real smoke run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import analysis
+from benchmarks.run import main as bench_main
+from jobs.sources.limits import SourceLimits
+
+
+def chunk(start=10.0, write=5.0, stop=1.0, weights=(1.0,), concurrency=8):
+    return analysis.ChunkModel(start, write, stop, tuple(weights), concurrency)
+
+
+def test_projection_packs_chunks_into_waves_of_the_cluster_slots():
+    unlimited = SourceLimits()
+    chunks = [chunk() for _ in range(8)]
+    # 8 chunks of 16 s on 2 slots: 4 waves; on 2 nodes 2 waves; on 8 nodes one wave and idle slots
+    assert analysis.project(chunks, unlimited, 1, 2, after_s=30, latency_s=0.4) == pytest.approx(4 * 16 + 30)
+    assert analysis.project(chunks, unlimited, 2, 2, after_s=30, latency_s=0.4) == pytest.approx(2 * 16 + 30)
+    assert analysis.project(chunks, unlimited, 8, 2, after_s=30, latency_s=0.4) == pytest.approx(16 + 30)
+
+
+def test_projection_stops_gaining_where_the_source_limit_binds():
+    # each chunk asks 10 requests of 60 calls: 600 calls, the whole minute of the free tier
+    free = SourceLimits(per_minute=600, max_in_flight=1)
+    chunks = [chunk(start=5, write=2, stop=0.5, weights=[60.0] * 10, concurrency=1) for _ in range(4)]
+    one = analysis.project(chunks, free, 1, 2, after_s=0, latency_s=0.4)
+    many = analysis.project(chunks, free, 16, 2, after_s=0, latency_s=0.4)
+    # four minutes of quota: the 4th chunk's calls can start only after 3 full windows
+    assert many == pytest.approx(one) and many >= 3 * 60
+
+
+def _run(total, tasks, stages, server=None, limiter=None, executor="ray"):
+    return {"executor": executor, "label": executor, "parallelism": 2,
+            "report": {"stage_seconds": {"total": total, **stages}, "tasks": tasks,
+                       "source": {"limiter": limiter} if limiter else None},
+            "server": server or {"requests": 0, "weighted_calls": 0, "by_status": {}, "max_in_flight": 0}}
+
+
+def _task(seconds, write, fetch=0.0, session=None):
+    return {"stage": "bronze", "status": "succeeded", "seconds": seconds, "session_seconds": session,
+            "metrics": {"write_seconds": write, "fetch_seconds": fetch, "stop_seconds": 0.5}}
+
+
+def test_lower_bound_is_source_time_plus_cpu_work_per_core_plus_silver_and_gold():
+    baseline = _run(100, [_task(12, 4), _task(12, 6)], {"silver": 10, "gold": 20}, executor="sequential")
+    limits = SourceLimits(max_in_flight=2, latency_s=0.5)
+    bound = analysis.lower_bound(baseline, [1.0] * 8, limits, cores=2)
+    assert bound == {"source_s": 2.0, "cpu_work_s": 10.0, "cores": 2, "silver_gold_s": 30, "total_s": 37.0}
+
+
+def test_source_use_compares_the_calls_with_what_the_limit_let_through():
+    run = _run(300, [], {}, server={"requests": 100, "weighted_calls": 1800.0, "by_status": {"200": 100},
+                                    "max_in_flight": 1},
+               limiter={"first_grant": 1000.0, "last_grant": 1120.0})
+    use = analysis.source_use(run, SourceLimits(per_minute=600, max_in_flight=1))
+    # 120 s of ingestion: a minute window lets at most 600 x (2 + 1) = 1800 through
+    assert use["share_of_limit"] == 1.0 and use["calls_per_minute"] == 900.0 and use["responses_429"] == 0
+
+
+@pytest.mark.spark
+@pytest.mark.ray
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_benchmark_command_runs_both_executors_and_writes_its_report(tmp_path):
+    code = bench_main(["--workload", "tiny", "--profiles", "self-hosted", "--parallelism", "1",
+                       "--spark-modes", "local", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["checksums_identical"] is True
+    runs = results["profiles"]["self-hosted"]["runs"]
+    assert [r["label"] for r in runs] == ["sequential (local)", "ray p=1 (local)"]
+    assert all(r["source_use"]["responses_429"] == 0 and r["server"]["requests"] == 1 for r in runs)
+    assert results["profiles"]["self-hosted"]["lower_bound"]["total_s"] > 0
+    assert set(results["profiles"]["self-hosted"]["projection"]["seconds"]) == {"1", "2", "4", "8", "16"}
+    # the chunk's own process was sampled, and the driver's
+    ray_mem = runs[1]["memory"]
+    assert "bronze-2024-01" in ray_mem["chunks"] and max(ray_mem["driver_mb"]) > 50
+    markdown = (tmp_path / "results.md").read_text()
+    assert "Lower bound" in markdown and "ray p=1 (local)" in markdown
+    for name in ("wall_time.png", "memory.png", "timeline.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

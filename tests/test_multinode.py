@@ -1,0 +1,231 @@
+"""A two-node Ray cluster on this machine: chunks spread over both nodes, the ledger says where.
+
+The nodes are started the way an operator starts them (`ray start --block`, one process group
+each) and stopped by ending those groups — never `ray stop`, which stops every Ray on the machine.
+They advertise loopback addresses (127.0.0.x): Ray replaces 127.0.0.1 itself by the machine's
+routable address (services.resolve_ip_for_localhost), other 127.x addresses it keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jobs.tables import BRONZE, FACT_DAILY, SILVER
+from tests.helpers import (
+    MARKER_ENV, ROOT, attach_catalog, marked_processes, read_ledger, run_cli_marked, run_id_from, wait_marked_gone,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.2"  # both nodes: one host
+OTHER_HOST = "127.0.0.3"  # a node that counts as a second host
+RANGE = ["--start-date", "2024-01-01", "--end-date", "2024-02-29"]  # two monthly chunks
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """Ray nodes on this machine, each a `ray start --block` process leading its own process group."""
+
+    root: Path
+    marker: str  # in the environment of every process the cluster starts
+    env: dict
+    address: str = ""
+    nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # node name -> `ray start`
+    node_info: dict[str, dict] = field(default_factory=dict)  # node name -> id, ip, raylet socket
+
+    def start_node(self, name: str, ip: str, cpus: int, head: bool = False) -> None:
+        temp = self.root / name
+        ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+        if head:
+            port = _free_port()
+            self.address = f"{ip}:{port}"
+            role = ["--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={_free_port()}",
+                    f"--ray-client-server-port={_free_port()}"]
+        else:
+            role = [f"--address={self.address}"]
+        # Output to a file, not a pipe: a daemon writing into a pipe nobody reads dies of SIGPIPE.
+        with open(self.root / f"{name}.log", "w") as log:
+            self.nodes[name] = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--block", *role, f"--node-ip-address={ip}", f"--num-cpus={cpus}",
+                 f"--temp-dir={temp}", "--object-store-memory=150000000", "--disable-usage-stats", *ports],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def alive_nodes(self) -> list[dict]:
+        """The cluster's alive nodes as seen by a fresh driver process: id, address, temp dir."""
+        probe = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+                 "print(json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress'], "
+                 "'socket': n['RayletSocketName']} for n in ray.nodes() if n['Alive']]))") % self.address
+        done = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            return []
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def wait_for(self, count: int, timeout: float = 90) -> dict[str, dict]:
+        """Wait until `count` nodes are alive; returns them by node name (their temp dir's name)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.nodes.items():
+                if proc.poll() is not None:
+                    raise AssertionError(f"ray node {name} exited: {(self.root / f'{name}.log').read_text()[-3000:]}")
+            nodes = self.alive_nodes()
+            if len(nodes) == count:
+                return {Path(n["socket"]).relative_to(self.root).parts[0]: n for n in nodes}
+            time.sleep(1)
+        raise AssertionError(f"{count} nodes not alive after {timeout}s: {self.alive_nodes()}")
+
+    def stop_node(self, name: str, grace: float = 20) -> None:
+        """End a node's process group: SIGTERM (the node stops its processes), SIGKILL after `grace`."""
+        proc = self.nodes.pop(name)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        proc.wait(timeout=10)
+
+    def leftovers(self, timeout: float = 30) -> dict[int, str]:
+        """Processes of this cluster still alive: by marker, and by temp dir in the command line."""
+        left = wait_marked_gone(self.marker, timeout=timeout)
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if entry.name.isdigit() and str(self.root) in cmdline:
+                left[int(entry.name)] = cmdline
+        return left
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head and a second node, 2 CPUs each, both on HOST."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", MARKER_ENV: marker,
+           # SIGTERM stops a node at once instead of draining it for 30 s first
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    env.pop("RAY_ADDRESS", None)
+    # Ray's socket paths must stay under 107 bytes: a short folder, not pytest's tmp_path
+    root = Path(f"/tmp/rbf-nodes-{marker[:8]}")
+    root.mkdir()
+    cluster = LocalCluster(root=root, marker=marker, env=env)
+    try:
+        cluster.start_node("head", HOST, cpus=2, head=True)
+        cluster.start_node("second", HOST, cpus=2)
+        cluster.node_info = cluster.wait_for(2)
+        yield cluster
+    finally:
+        for name in list(cluster.nodes):
+            cluster.stop_node(name)
+        if not cluster.leftovers(timeout=30):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def spread_run(cluster, tmp_path_factory):
+    """A backfill on the two-node cluster: 2 monthly chunks in parallel, 1 location, RayDP sessions."""
+    warehouse = tmp_path_factory.mktemp("multinode") / "wh"
+    done, seen = run_cli_marked("run", *RANGE, "--locations", "hanoi", "--warehouse", str(warehouse),
+                                "--address", cluster.address, "--parallelism", "2", "--catalog-name", "multinode",
+                                marker=cluster.marker, env={"RAY_AUTH_MODE": "token"})
+    return warehouse, done, seen
+
+
+def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run, spark):
+    warehouse, done, _ = spread_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"ray cluster {cluster.address}" in done.stdout
+    run_id = run_id_from(done.stdout)
+    ledger = read_ledger(warehouse, run_id)
+    assert ledger["outcome"] == "succeeded"
+    tasks = {t["task_id"]: t for t in ledger["tasks"]}
+    node_ids = {n["id"] for n in cluster.node_info.values()}
+    assert {tasks[c]["node_id"] for c in ("bronze-2024-01", "bronze-2024-02")} == node_ids
+    assert {t["node_id"] for t in tasks.values()} == node_ids
+    report = json.loads((warehouse / "_ray_backfill" / "runs" / run_id / "report.json").read_text())
+    assert {t["task_id"]: t["node_id"] for t in report["tasks"]} == {k: t["node_id"] for k, t in tasks.items()}
+
+    catalog = attach_catalog(spark, warehouse, "multinode")
+    bronze = spark.table(BRONZE.qualified(catalog))
+    assert bronze.count() == tasks["bronze-2024-01"]["rows"] + tasks["bronze-2024-02"]["rows"]
+    assert 0.95 * 60 * 24 < bronze.count() < 1.05 * 60 * 24
+    silver = spark.table(SILVER.qualified(catalog))
+    assert silver.count() == bronze.select("location_key", "ts_utc").distinct().count()
+    assert spark.table(FACT_DAILY.qualified(catalog)).count() == 60
+    assert bronze.select("_chunk_id").distinct().count() == 2
+
+
+def test_status_needs_only_the_warehouse(spread_run):
+    warehouse, done, _ = spread_run
+    run_id = run_id_from(done.stdout)
+    tasks = read_ledger(warehouse, run_id)["tasks"]
+    # a process that sees the warehouse and no cluster: RAY_ADDRESS points nowhere, and ray is never imported
+    code = ("import sys; from ray_backfill.cli import main; code = main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules, 'status imported ray'; sys.exit(code)")
+    status = subprocess.run([sys.executable, "-c", code, "status", run_id, "--warehouse", str(warehouse)],
+                            cwd=ROOT, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith(f"run {run_id}: succeeded")
+    header = next(line for line in lines if line.startswith("task"))
+    assert header.split()[1:] == ["state", "tries", "rows", "seconds", "peak", "MiB", "node"]
+    for task in tasks:
+        row = next(line.split() for line in lines if line.startswith(task["task_id"] + " "))
+        assert row[1:4] == ["succeeded", str(task["attempts"]), f"{task['rows']:,}"]
+        assert row[4] == f"{task['seconds']:.1f}"
+        assert row[-1] == task["node_id"][:12]
+
+
+def test_a_cluster_on_two_hosts_refuses_a_local_catalog_before_any_chunk(cluster, tmp_path):
+    cluster.start_node("other-host", OTHER_HOST, cpus=1)
+    try:
+        hosts = {n["ip"] for n in cluster.wait_for(3).values()}
+        assert hosts == {HOST, OTHER_HOST}
+        warehouse = tmp_path / "wh"
+        done, _ = run_cli_marked("run", *RANGE, "--locations", "hanoi", "--warehouse", str(warehouse),
+                                 "--address", cluster.address, "--catalog-name", "refused",
+                                 marker=cluster.marker, env={"RAY_AUTH_MODE": "token"})
+    finally:
+        cluster.stop_node("other-host")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: the Ray cluster spans 2 hosts ({HOST}, {OTHER_HOST}) but the sqlite catalog and the local "
+        f"warehouse path {warehouse} are on one host only: use the postgres JDBC catalog (--catalog postgres) "
+        "or a REST catalog, and an hdfs:// or s3a:// --warehouse"
+    ], done.stderr[-3000:]
+    assert "running" not in done.stdout
+    assert not (warehouse / "_ray_backfill").exists(), "a refused run records nothing"
+
+
+def test_stopping_the_nodes_leaves_no_process(cluster, spread_run):
+    for name in list(cluster.nodes):
+        cluster.stop_node(name)
+    left = cluster.leftovers(timeout=30)
+    assert not left, left
+    assert not marked_processes(cluster.marker)

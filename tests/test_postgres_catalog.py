@@ -1,0 +1,128 @@
+"""PostgreSQL as the Iceberg catalog: a parallel Ray backfill against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from jobs.tables import ALL_TABLES, BRONZE, FACT_DAILY, SILVER
+from ray_backfill.config import CatalogConfig, Settings
+from ray_backfill.sessions import manifest_jars, spark_conf
+from tests.helpers import attach_catalog, read_ledger, run_cli_marked, run_id_from, wait_marked_gone
+
+pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+
+RANGE = ["--start-date", "2024-01-01", "--end-date", "2024-02-29"]  # two monthly chunks, 60 days
+LOCS = ["--locations", "hanoi,hcmc"]
+NAME = "pgrun"
+
+
+@dataclass
+class PgRun:
+    """What the module's one backfill left: its output, ledger folder, processes and logs."""
+
+    warehouse: Path
+    done: subprocess.CompletedProcess
+    seen: dict[int, str]  # processes that carried the run's marker while it ran
+    left: dict[int, str]  # ... and those alive 30 s after it ended
+    ray_tmp: Path  # the run's Ray session folder: logs of the driver, the actors and the chunks
+
+
+@pytest.fixture(scope="module")
+def pg_run(postgres, tmp_path_factory):
+    """One parallel RayDP backfill whose catalog is the PostgreSQL server; password only in the env."""
+    warehouse = tmp_path_factory.mktemp("pg-run") / "wh"
+    marker = uuid.uuid4().hex
+    # The run's own Ray (and so every log of its chunks and Spark sessions) under a folder of its own;
+    # short, for Ray's 107-byte socket paths.
+    ray_tmp = Path(f"/tmp/rbf-pgray-{marker[:8]}")
+    done, seen = run_cli_marked(
+        "run", *RANGE, *LOCS, "--warehouse", str(warehouse), "--executor", "ray", "--parallelism", "2",
+        "--catalog", "postgres", "--catalog-uri", postgres.jdbc_uri, "--catalog-user", postgres.user,
+        "--catalog-name", NAME,
+        marker=marker, env={"RAY_BACKFILL_CATALOG_PASSWORD": postgres.password, "RAY_TMPDIR": str(ray_tmp)},
+    )
+    left = wait_marked_gone(marker, timeout=30)
+    yield PgRun(warehouse, done, seen, left, ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, postgres, spark):
+    warehouse, done = pg_run.warehouse, pg_run.done
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert postgres.password not in done.args  # the command line holds no secret
+    run_id = run_id_from(done.stdout)
+    ledger = read_ledger(warehouse, run_id)
+    assert ledger["outcome"] == "succeeded"
+    tasks = {t["task_id"]: t for t in ledger["tasks"]}
+    assert sorted(tasks) == ["bronze-2024-01", "bronze-2024-02", "gold", "prepare", "silver"]
+    assert all(t["status"] == "succeeded" and t["attempts"] == 1 and t["node_id"] for t in tasks.values())
+    assert ledger["request"]["settings"]["catalog"]["kind"] == "postgres"
+    assert f"tables in catalog '{NAME}' (postgres: {postgres.jdbc_uri})" in done.stdout
+
+    registered = postgres.psql(
+        f"SELECT table_namespace || '.' || table_name FROM iceberg_tables WHERE catalog_name = '{NAME}'")
+    assert sorted(registered.split()) == sorted(f"{t.namespace}.{t.name}" for t in ALL_TABLES)
+    # every table's current metadata file is in the warehouse the run was given
+    locations = postgres.psql(f"SELECT metadata_location FROM iceberg_tables WHERE catalog_name = '{NAME}'")
+    assert all(urlparse(loc).path.startswith(f"{warehouse}/") for loc in locations.split()), locations
+
+    catalog = attach_catalog(spark, warehouse, NAME, kind="postgres", uri=postgres.jdbc_uri, user=postgres.user,
+                             password=postgres.password)
+    bronze = spark.table(BRONZE.qualified(catalog))
+    hours = 2 * 60 * 24  # 2 locations x 60 days
+    assert bronze.count() == tasks["bronze-2024-01"]["rows"] + tasks["bronze-2024-02"]["rows"]
+    assert 0.95 * hours < bronze.count() < 1.05 * hours  # the synthetic source drops and repeats a few hours
+    bronze_keys = bronze.select("location_key", "ts_utc").distinct().count()
+    silver = spark.table(SILVER.qualified(catalog))
+    assert silver.count() == silver.select("location_key", "ts_utc").distinct().count() == bronze_keys
+    assert spark.table(FACT_DAILY.qualified(catalog)).count() == 2 * 60
+    assert bronze.select("_chunk_id").distinct().count() == 2
+    # one commit per chunk, each its own snapshot: the two parallel writers did not lose a commit
+    assert spark.sql(f"SELECT count(*) FROM {BRONZE.qualified(catalog)}.snapshots").first()[0] == 2
+
+
+def test_the_password_is_in_no_output_ledger_report_or_log(pg_run, postgres):
+    warehouse, done = pg_run.warehouse, pg_run.done
+    assert done.returncode == 0
+    assert postgres.password not in done.stdout + done.stderr
+    logs = [p for p in pg_run.ray_tmp.rglob("*") if p.is_file() and p.suffix in (".out", ".err", ".log")]
+    assert any("bronze-2024-01" in p.read_text(errors="replace") for p in logs), "the chunks' logs are not there"
+    for path in logs:  # Ray's, the supervisors' and the chunk processes' (their Spark drivers' too)
+        assert postgres.password not in path.read_text(errors="replace"), path
+    run_dir = warehouse / "_ray_backfill" / "runs" / run_id_from(done.stdout)
+    assert {p.name for p in run_dir.iterdir()} >= {"ledger.json", "report.json"}
+    for path in warehouse.rglob("*"):  # ledger, report, and every Iceberg data and metadata file
+        if path.is_file():
+            assert postgres.password.encode() not in path.read_bytes(), path
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "settings" not in report["request"]
+    assert read_ledger(warehouse, run_dir.name)["request"]["settings"]["catalog"]["password"] is None
+
+
+def test_no_process_of_the_run_is_left(pg_run):
+    seen, left = pg_run.seen, pg_run.left
+    assert pg_run.done.returncode == 0
+    # the marker reached the JVMs (Spark drivers, RayDP's Java workers) and the chunk processes ...
+    assert any("java" in cmd.split(" ")[0] for cmd in seen.values()), sorted(seen.values())
+    assert any("ray_backfill.worker" in cmd for cmd in seen.values())
+    # ... and none of them outlived the run
+    assert not left, left
+
+
+def test_the_postgres_jdbc_driver_is_on_every_session_classpath(spark, tmp_path):
+    jar = next(j for j in manifest_jars() if Path(j).name.startswith("postgresql-"))
+    conf = spark_conf(Settings(catalog=CatalogConfig(warehouse=str(tmp_path))), manifest_jars())
+    assert jar in conf["spark.driver.extraClassPath"].split(":")
+    assert jar in conf["spark.jars"].split(",")
+    # the JDBC catalog opens connections through DriverManager: the class must be on the JVM's own classpath
+    jvm = spark.sparkContext._jvm
+    driver = jvm.java.lang.Class.forName("org.postgresql.Driver", True, jvm.java.lang.ClassLoader.getSystemClassLoader())
+    assert driver.getName() == "org.postgresql.Driver"
