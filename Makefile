@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
 
-.PHONY: setup jars services demo test test-fast clean
+.PHONY: setup jars services demo test test-fast bench clean
 
 JARS ?= $(or $(RAY_BACKFILL_JARS),$(HOME)/.cache/ray-backfill/jars)
 
@@ -33,6 +33,12 @@ test: setup services
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+# The benchmarks (an idle machine, about an hour): per-chunk fixed cost, then RW-22 against the
+# sequential baseline; results in benchmarks/results/.
+bench: setup
+	$(BIN)/python -m benchmarks.chunk_overhead
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) warehouse

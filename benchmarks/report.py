@@ -55,7 +55,8 @@ def _peaks(run: dict) -> dict:
     return {"driver_mb": max(mem.get("driver_mb") or [0]), "machine_used_mb": max(mem.get("machine_used_mb") or [0]),
             "chunk_max_mb": max(by_chunk.values(), default=None),
             "first_bronze_mb": bronze[0] if bronze else None, "last_bronze_mb": bronze[-1] if bronze else None,
-            "driver_first_mb": (mem.get("driver_mb") or [None])[min(10, len(mem.get("driver_mb") or [0]) - 1)]}
+            # 20 s in (prepare done, first chunks running): against the peak, the driver's growth
+            "driver_early_mb": (mem.get("driver_mb") or [None])[min(40, len(mem.get("driver_mb") or [0]) - 1)]}
 
 
 def projection(run: dict, weights: list[list[float]], limits: SourceLimits) -> dict:
@@ -115,11 +116,11 @@ def markdown(results: dict) -> str:
                          f"{su['share_of_limit']:.0%}" if su.get("share_of_limit") else None,
                          su["responses_429"], su["max_in_flight"], cc["session_start_s"], cc["session_stop_s"],
                          pk["chunk_max_mb"], f"{pk['first_bronze_mb'] or 0:.0f} / {pk['last_bronze_mb'] or 0:.0f}",
-                         pk["driver_mb"], pk["machine_used_mb"]])
+                         f"{pk['driver_early_mb'] or 0:.0f} / {pk['driver_mb']:.0f}", pk["machine_used_mb"]])
         lines.append(analysis.markdown_table(
             ["run", "total s", "bronze s", "silver s", "gold s", "speed-up", "÷ bound", "requests", "weighted calls",
              "calls/min", "of limit", "429s", "max in flight", "session start s (median)", "session stop s (median)",
-             "chunk peak RSS MiB", "first / last bronze chunk RSS MiB", "driver peak RSS MiB",
+             "chunk peak RSS MiB", "first / last bronze chunk RSS MiB", "driver RSS MiB at 20 s / peak",
              "machine peak used MiB"], rows))
         proj = block.get("projection")
         if proj:

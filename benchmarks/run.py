@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-modes", default="raydp",
                         help="Spark modes for the Ray executor runs, comma-separated (raydp, local)")
     parser.add_argument("--local-also-at", type=int, default=None,
-                        help="add one Ray run in local Spark mode at this parallelism (self-hosted only)")
+                        help="add one Ray run in local Spark mode at this parallelism")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is stopped")
     parser.add_argument("--from-json", type=Path, default=None,
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             limits = PROFILES[profile]
             configs = [Config("sequential", 1, "local")]
             configs += [Config("ray", p, mode) for mode in modes for p in levels]
-            if args.local_also_at and profile == "self-hosted" and "local" not in modes:
+            if args.local_also_at and "local" not in modes:
                 configs.append(Config("ray", args.local_also_at, "local"))
             with FakeOpenMeteoServer(locations=locations, latency_s=limits.latency_s,
                                      max_in_flight=limits.max_in_flight, calls_per_minute=limits.per_minute,

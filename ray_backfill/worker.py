@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+QUICK_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -84,11 +85,13 @@ def run_task(task: dict) -> dict:
     from ray_backfill.sessions import spark_session
 
     settings = settings_from_dict(task["settings"])
+    if task["stage"] == "bronze" and not settings.spark.driver_java_options:
+        # A bronze chunk's JVM lives for one small write: C1 alone and the serial collector start
+        # faster than the tiered JIT and G1 (benchmarks/chunk_overhead.py); silver and gold keep them.
+        settings = settings.replace(spark=dataclasses.replace(settings.spark, driver_java_options=QUICK_START_JVM))
     if task["stage"] == "prepare":
         # Creating tables is catalog work only: a local JVM does it without RayDP's actors.
-        from dataclasses import replace
-
-        settings = settings.replace(spark=replace(settings.spark, mode="local", executor_cores=1))
+        settings = settings.replace(spark=dataclasses.replace(settings.spark, mode="local", executor_cores=1))
     chunk = Chunk.from_json(task["chunk"])
     inputs = load_inputs(settings.pipeline)
     stage, run_id = task["stage"], task["run_id"]
