@@ -103,7 +103,7 @@ def markdown(results: dict) -> str:
         lim = block["limits"]
         bound = block["lower_bound"]
         lines += [f"## Source profile `{profile}`", "",
-                  f"Limits: {_limits_text(lim)}, {lim['latency_s']}s per request; {block['batch_size']} location(s) "
+                  f"Limits: {SourceLimits(**lim).describe()}, {lim['latency_s']}s per request; {block['batch_size']} location(s) "
                   f"per request. Lower bound {bound['total_s']:.0f}s = source at its limit {bound['source_s']:.0f}s + "
                   f"CPU work {bound['cpu_work_s']:.0f}s / {bound['cores']} cores + silver and gold "
                   f"{bound['silver_gold_s']:.0f}s.", ""]
@@ -139,13 +139,6 @@ def _overhead_table(rows: list[dict]) -> str:
     from benchmarks.chunk_overhead import markdown as overhead_markdown
 
     return overhead_markdown(rows)
-
-
-def _limits_text(lim: dict) -> str:
-    parts = [f"{lim[k]:,.0f} calls/{u}" for k, u in (("per_minute", "min"), ("per_hour", "hour"), ("per_day", "day"))
-             if lim.get(k)]
-    parts.append(f"{lim['max_in_flight']} in flight" if lim.get("max_in_flight") else "no in-flight limit")
-    return ", ".join(parts)
 
 
 def write(results: dict, out: Path) -> list[Path]:

@@ -141,19 +141,12 @@ def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
     ]
     if source.kind == "open-meteo":
         floor = estimate_seconds(weights, limits, concurrency=source.request_concurrency * max(1, request.parallelism or 1))
-        lines.append(f"source profile {source.profile} ({_limits_text(limits)}): ingestion takes at least "
+        lines.append(f"source profile {source.profile} ({limits.describe()}): ingestion takes at least "
                      f"{floor:,.0f}s at those limits ({limits.latency_s:g}s per request)")
     for c in chunks:
         lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
                      f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
     return "\n".join(lines)
-
-
-def _limits_text(limits) -> str:
-    parts = [f"{v:,.0f}/{unit}" for v, unit in ((limits.per_minute, "min"), (limits.per_hour, "hour"),
-                                                (limits.per_day, "day")) if v is not None]
-    parts.append(f"{limits.max_in_flight} in flight" if limits.max_in_flight else "no in-flight limit")
-    return ", ".join(parts)
 
 
 def new_record(request: BackfillRequest) -> RunRecord:

@@ -56,6 +56,13 @@ class SourceLimits:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """e.g. "600 calls/min, 5,000 calls/hour, 10,000 calls/day, 1 in flight"."""
+        parts = [f"{value:,.0f} calls/{unit}" for value, unit in
+                 ((self.per_minute, "min"), (self.per_hour, "hour"), (self.per_day, "day")) if value is not None]
+        parts.append(f"{self.max_in_flight} in flight" if self.max_in_flight else "no in-flight limit")
+        return ", ".join(parts)
+
 
 # Open-Meteo's free tier per IP, and an instance of one's own (docker image, no quota).
 PROFILES: dict[str, SourceLimits] = {

@@ -171,7 +171,7 @@ class RayExecutor:
             # a lease outlives no request: the HTTP timeout plus a margin, then it is reclaimed
             self._limiter, name = start_limiter(self.run_id, source.limits, lease_ttl_s=source.timeout_s + 30)
             self._limiter_ref = {"name": name, "namespace": ray.get_runtime_context().namespace}
-            self.echo(f"source limiter {name}: {_describe(source.limits)}")
+            self.echo(f"source limiter {name}: {source.limits.describe()}")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -291,14 +291,6 @@ class _Metrics:
             self.seconds.observe(task.seconds, tags={"run_id": run_id, "stage": task.stage})
         if task.status == ChunkStatus.SUCCEEDED and task.rows:
             self.rows.inc(task.rows, tags={"run_id": run_id, "stage": task.stage})
-
-
-def _describe(limits) -> str:
-    parts = [f"{v:g} calls/{unit}" for v, unit in ((limits.per_minute, "min"), (limits.per_hour, "h"),
-                                                   (limits.per_day, "day")) if v is not None]
-    if limits.max_in_flight is not None:
-        parts.append(f"{limits.max_in_flight} in flight")
-    return ", ".join(parts) or "no limits"
 
 
 def pick_node(nodes: Sequence[str], in_flight: Mapping[str, int], started: Mapping[str, int]) -> str | None:
