@@ -50,12 +50,15 @@ def memory(results: dict, path: Path) -> Path:
     for ax, run in zip(axes[:, 0], shown):
         mem = run.get("memory", {})
         t, driver = mem.get("t", []), mem.get("driver_mb", [])
-        ax.plot(t, driver, color="#333333", label="driver process tree (CLI + its JVM)")
+        everything = run["executor"] == "ray" and mem.get("sampler", 1) < 2  # the first sampler's reading
+        ax.plot(t, driver, color="#333333",
+                label="CLI + every JVM under it (its local Ray: chunk and RayDP JVMs)" if everything
+                else "driver: the CLI process + its own JVM")
         for name, series in sorted(mem.get("chunks", {}).items()):
             ax.plot(series["t"], series["rss_mb"], linewidth=1, alpha=0.8)
         if mem.get("machine_used_mb"):
             ax.plot(t, mem["machine_used_mb"], color="#999999", linestyle=":", label="whole machine, used")
-        ax.set_title(f"{run['label']} ({run['profile']}): {len(mem.get('chunks', {}))} chunk processes (coloured)")
+        ax.set_title(f"{run['label']} ({run['profile']}): {len(mem.get('chunks', {}))} chunk process trees (coloured)")
         ax.set_xlabel("seconds since start")
         ax.set_ylabel("RSS MiB")
         ax.legend(loc="upper left", fontsize=8)

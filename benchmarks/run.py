@@ -1,6 +1,6 @@
 """The benchmark: the same backfill with the sequential baseline and the Ray executor.
 
-    python -m benchmarks.run                      # RW-22, profiles free + self-hosted
+    python -m benchmarks.run                      # RW-22: self-hosted and free, Ray at 1 and 2 + local at 2
     python -m benchmarks.run --workload small --profiles self-hosted --parallelism 2
 
 Each profile gets a fake Open-Meteo server on 127.0.0.1 with that profile's real limits
@@ -89,7 +89,8 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True, name="memory-sampler")
         self.pid, self.every_s = pid, every_s
         self.t0 = time.monotonic()
-        self.data: dict = {"t": [], "driver_mb": [], "machine_used_mb": [], "chunks": {}}
+        # version 2: the driver is the CLI and its own JVMs (version 1 also counted every JVM under its local Ray)
+        self.data: dict = {"sampler": 2, "t": [], "driver_mb": [], "machine_used_mb": [], "chunks": {}}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -104,7 +105,8 @@ class MemorySampler(threading.Thread):
 
     def sample(self) -> None:
         t = round(time.monotonic() - self.t0, 2)
-        driver = _rss_mb([self.pid]) + sum(_rss_mb([c.pid]) for c in _children(self.pid) if _name(c) == "java")
+        # the CLI and the JVMs it started itself (the baseline's session), not those under its local Ray
+        driver = _rss_mb([self.pid]) + sum(_rss_mb([c.pid]) for c in _direct_children(self.pid) if _name(c) == "java")
         vm = psutil.virtual_memory()
         self.data["t"].append(t)
         self.data["driver_mb"].append(round(driver, 1))
@@ -128,6 +130,13 @@ class MemorySampler(threading.Thread):
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _direct_children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=False)
     except psutil.Error:
         return []
 
@@ -232,12 +241,12 @@ def request_weights(workload: Workload, profile: str) -> list[list[float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sequential baseline vs the Ray executor, against the fake source.")
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="rw22")
-    parser.add_argument("--profiles", default="free,self-hosted", help="source profiles, comma-separated")
+    parser.add_argument("--profiles", default="self-hosted,free", help="source profiles, comma-separated")
     parser.add_argument("--parallelism", default="1,2", help="Ray executor parallelism levels, comma-separated")
     parser.add_argument("--spark-modes", default="raydp",
                         help="Spark modes for the Ray executor runs, comma-separated (raydp, local)")
-    parser.add_argument("--local-also-at", type=int, default=None,
-                        help="add one Ray run in local Spark mode at this parallelism")
+    parser.add_argument("--local-also-at", type=int, default=2,
+                        help="add one Ray run in local Spark mode at this parallelism (0: none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is stopped")
     parser.add_argument("--from-json", type=Path, default=None,

@@ -51,12 +51,14 @@ class CdsPlan:
 
 
 def archive_key(mode: str, jars: list[str], java_options: str) -> str:
-    """What an archive depends on: the java binary, pyspark, the mode, the classpath and JVM options."""
+    """What an archive depends on: the java binary, pyspark and where it is, the mode, the jars, JVM options."""
     import pyspark
 
     java = shutil.which("java") or "java"
     java_real = os.path.realpath(java)
-    parts = [java_real, str(_mtime(java_real)), pyspark.__version__, mode, *jars, java_options]
+    # pyspark's folder: its jars are on the classpath, and an archive only fits the classpath it was made with
+    parts = [java_real, str(_mtime(java_real)), pyspark.__version__, os.path.dirname(pyspark.__file__), mode,
+             *jars, java_options]
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks import analysis
-from benchmarks.run import main as bench_main
 from jobs.sources.limits import SourceLimits
+from tests.helpers import ROOT
 
 
 def chunk(start=10.0, write=5.0, stop=1.0, weights=(1.0,), concurrency=8):
@@ -42,24 +45,37 @@ def _run(total, tasks, stages, server=None, limiter=None, executor="ray"):
 
 
 def _task(seconds, write, fetch=0.0, session=None):
+    metrics = {"fetch_seconds": fetch, "stop_seconds": 0.5}
+    if write is not None:
+        metrics["write_seconds"] = write
     return {"stage": "bronze", "status": "succeeded", "seconds": seconds, "session_seconds": session,
-            "metrics": {"write_seconds": write, "fetch_seconds": fetch, "stop_seconds": 0.5}}
+            "metrics": metrics}
 
 
 def test_lower_bound_is_source_time_plus_cpu_work_per_core_plus_silver_and_gold():
     baseline = _run(100, [_task(12, 4), _task(12, 6)], {"silver": 10, "gold": 20}, executor="sequential")
     limits = SourceLimits(max_in_flight=2, latency_s=0.5)
-    bound = analysis.lower_bound(baseline, [1.0] * 8, limits, cores=2)
-    assert bound == {"source_s": 2.0, "cpu_work_s": 10.0, "cores": 2, "silver_gold_s": 30, "total_s": 37.0}
+    bound = analysis.lower_bound(baseline, [[1.0] * 4, [1.0] * 4], limits, cores=2)
+    assert bound == {"source_s": 2.0, "cpu_work_s": 10.0, "cores": 2, "cpu_work": "measured",
+                     "silver_gold_s": 30, "total_s": 37.0}
+
+
+def test_without_recorded_writes_the_cpu_work_is_the_chunk_time_minus_its_one_at_a_time_fetch():
+    tasks = [_task(12, None), _task(14, None)]
+    baseline = _run(100, tasks, {"silver": 10, "gold": 20}, executor="sequential")
+    # 4 requests one at a time at 0.5 s: 2 s of fetch in each chunk
+    bound = analysis.lower_bound(baseline, [[1.0] * 4, [1.0] * 4], SourceLimits(max_in_flight=2, latency_s=0.5),
+                                 cores=2)
+    assert bound["cpu_work"] == "derived" and bound["cpu_work_s"] == pytest.approx(10 + 12)
 
 
 def test_source_use_compares_the_calls_with_what_the_limit_let_through():
-    run = _run(300, [], {}, server={"requests": 100, "weighted_calls": 1800.0, "by_status": {"200": 100},
+    run = _run(300, [], {}, server={"requests": 100, "weighted_calls": 1080.0, "by_status": {"200": 100},
                                     "max_in_flight": 1},
                limiter={"first_grant": 1000.0, "last_grant": 1120.0})
     use = analysis.source_use(run, SourceLimits(per_minute=600, max_in_flight=1))
-    # 120 s of ingestion: a minute window lets at most 600 x (2 + 1) = 1800 through
-    assert use["share_of_limit"] == 1.0 and use["calls_per_minute"] == 900.0 and use["responses_429"] == 0
+    # 1080 calls from the first to the last request, 120 s apart: 540 a minute, 90 % of 600
+    assert use["share_of_limit"] == 0.9 and use["calls_per_minute"] == 540.0 and use["responses_429"] == 0
 
 
 @pytest.mark.spark
@@ -67,9 +83,14 @@ def test_source_use_compares_the_calls_with_what_the_limit_let_through():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_benchmark_command_runs_both_executors_and_writes_its_report(tmp_path):
-    code = bench_main(["--workload", "tiny", "--profiles", "self-hosted", "--parallelism", "1",
-                       "--spark-modes", "local", "--out", str(tmp_path)])
-    assert code == 0
+    # its own process, as a user runs it: its checksum session must not meet this process's shared one
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--workload", "tiny", "--profiles", "self-hosted",
+         "--parallelism", "1", "--spark-modes", "local", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checksums_identical"] is True
     runs = results["profiles"]["self-hosted"]["runs"]

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from jobs import bronze
 from jobs.context import StageInputs
 from jobs.inspect import summarize
 from jobs.sources.limits import LocalThrottle, RateLimiter
@@ -57,20 +58,28 @@ class SequentialExecutor:
     def _run(self, task: Task) -> TaskResult:
         started = time.monotonic()
         stats = None
+        phase_seconds: dict[str, float] = {}
         try:
             if task.stage == "prepare":
                 ensure_tables(self.spark, self.settings.catalog)
                 rows = 0
-            else:
-                source = self._source() if task.stage == "bronze" else None
+            elif task.stage == "bronze":
+                source = self._source()
                 try:
-                    rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
-                                               self.run_id, source=source).values())
+                    written = bronze.run_chunk(self.spark, self.settings, source, task.chunk, self.inputs.locations,
+                                               self.inputs.variables, self.run_id)
+                    rows = written.rows
+                    phase_seconds = {"fetch_seconds": round(written.fetch_seconds, 2),
+                                     "write_seconds": round(written.write_seconds, 2)}
                 finally:
                     stats = getattr(source, "stats", None)
                     if stats is not None:
                         source.close()
+            else:
+                rows = sum(run_stage_range(task.stage, self.spark, self.settings, task.chunk, self.inputs,
+                                           self.run_id).values())
             result = TaskResult(ok=True, rows=rows)
+            result.details.update(phase_seconds)
             if stats is not None:
                 result.details["source_stats"] = dataclasses.asdict(stats)
             if task.stage == "gold":
