@@ -25,17 +25,14 @@ def build_source(cfg: SourceConfig, throttle: Throttle | None = None) -> Source:
 
 
 def run_stage_range(
-    stage: str, spark: SparkSession, settings: Settings, chunk: Chunk, inputs: StageInputs, run_id: str,
-    source: Source | None = None,
+    stage: str, spark: SparkSession, settings: Settings, chunk: Chunk, inputs: StageInputs, run_id: str
 ) -> dict[str, int]:
-    """Run `stage` over `chunk`; returns rows written per table. Bronze asks `source` (default:
-    the configured one)."""
+    """Run `stage` over `chunk`; returns rows written per table."""
     if stage == "bronze":
         from jobs import bronze
 
         result = bronze.run_chunk(
-            spark, settings, source or build_source(settings.source), chunk, inputs.locations, inputs.variables,
-            run_id,
+            spark, settings, build_source(settings.source), chunk, inputs.locations, inputs.variables, run_id
         )
         return {"bronze.open_meteo_hourly": result.rows}
     if stage == "silver":

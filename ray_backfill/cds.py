@@ -32,10 +32,6 @@ class CdsPlan:
     archive: Path
     pending: Path | None  # the archive this JVM writes at exit, to be renamed into place
 
-    @property
-    def is_creating(self) -> bool:
-        return self.pending is not None
-
     def finish(self) -> bool:
         """After the JVM exited: move a freshly written archive into place. True if one was."""
         if self.pending is None:

@@ -195,14 +195,12 @@ class SourceConfig:
     @property
     def limits(self) -> "SourceLimits":
         """The profile's limits with this config's overrides applied."""
-        from dataclasses import replace as _replace
-
         from jobs.sources.limits import profile_limits
 
         overrides = {name: value for name, value in (
             ("per_minute", self.calls_per_minute), ("per_hour", self.calls_per_hour),
             ("per_day", self.calls_per_day), ("max_in_flight", self.max_in_flight)) if value is not None}
-        return _replace(profile_limits(self.profile), **overrides)
+        return dataclasses.replace(profile_limits(self.profile), **overrides)
 
     @property
     def request_concurrency(self) -> int:

@@ -36,8 +36,8 @@ class InputFileError(InputError):
     def __init__(self, path: str, line: int | None, problem: str):
         self.path = path
         self.line = line
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
+        place = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{place}: {problem}")
 
 
 class ConfigError(InputError):

@@ -277,9 +277,9 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
     total = record.stage_seconds.get("total", 0)
     if record.outcome == "succeeded":
         catalog = request.settings.catalog
-        where = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
+        catalog_at = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
         echo(f"run {record.run_id} succeeded in {total:.1f}s; tables in catalog '{catalog.name}' "
-             f"({catalog.kind}: {where}), warehouse {_warehouse_text(catalog)}; report {report_path}")
+             f"({catalog.kind}: {catalog_at}), warehouse {_warehouse_text(catalog)}; report {report_path}")
         return
     echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
     for t in failed:

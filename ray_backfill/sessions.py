@@ -179,6 +179,12 @@ def _end_gateway_jvm() -> None:
 def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]:  # noqa: F821
     """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit."""
     ensure_warehouse(settings.catalog)
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        # getOrCreate would hand back that session, ignore these settings, and end its JVM on exit
+        raise StageError(f"{app_name}: a Spark session is already running in this process; "
+                         "a fresh session needs a process of its own", stage=app_name.split("-")[0])
     # PySpark turns collected timestamps into naive datetimes in the process's local zone;
     # the lakehouse is UTC end to end, so the driver process is too.
     os.environ["TZ"] = "UTC"

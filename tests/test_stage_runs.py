@@ -105,3 +105,13 @@ def test_chunked_run_equals_whole_run(spark, fresh_settings, tmp_path):
         _run(spark, fresh_settings, "silver", piece, inputs)
         _run(spark, fresh_settings, "gold", piece, inputs)
     assert _checksums(spark, fresh_settings) == reference
+
+
+def test_a_second_session_in_one_process_is_refused_and_the_first_survives(spark, spark_settings):
+    from ray_backfill.errors import StageError
+    from ray_backfill.sessions import spark_session
+
+    with pytest.raises(StageError, match="already running in this process"):
+        with spark_session(spark_settings, "second"):
+            pass
+    assert spark.range(3).count() == 3

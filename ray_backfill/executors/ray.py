@@ -162,8 +162,8 @@ class RayExecutor:
         self._gcs = ray.get_runtime_context().gcs_address
         self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
             self.requested_parallelism, "--parallelism")
-        where = f", dashboard http://{dashboard}" if dashboard else ""
-        self.echo(f"ray cluster {self._gcs}{where}: parallelism {self.slots} ({why})")
+        shown = f", dashboard http://{dashboard}" if dashboard else ""
+        self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why})")
         source = self.settings.source
         if source.kind == "open-meteo" and not source.limits.is_unlimited:
             from ray_backfill.limiter import start_limiter
