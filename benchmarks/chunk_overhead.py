@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ray_backfill.worker import QUICK_START_JVM  # stdlib-only at import: the child's start-up stays honest
+from ray_backfill.worker import (
+    QUICK_START_JVM,  # stdlib-only at import: the child's start-up stays honest
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("imports", "ray_connect", "session_up", "first_job", "session_stop", "exit")
@@ -29,9 +31,8 @@ PHASES = ("imports", "ray_connect", "session_up", "first_job", "session_stop", "
 def child(mode: str, cds: bool, warehouse: str, t0: float, java_options: str = "") -> dict:
     """One chunk's life in this fresh process; wall-clock marks relative to the parent's t0."""
     marks = {"start": time.time() - t0}
-    from dataclasses import replace
 
-    from ray_backfill.config import CatalogConfig, Settings, SparkConfig
+    from jobs.config import CatalogConfig, Settings, SparkConfig
     from ray_backfill.sessions import spark_session
 
     marks["imports"] = time.time() - t0
@@ -102,15 +103,6 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    head = "| mode | driver JVM | runs | total s | " + " | ".join(PHASES) + " |"
-    lines = [head, "|" + "---|" * (4 + len(PHASES))]
-    for r in rows:
-        lines.append(f"| {r['mode']} | {r['variant']} | {r['n']} | {r['total_s']:.1f} | "
-                     + " | ".join(f"{r['phases'][p]:.1f}" for p in PHASES) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="local,raydp")
@@ -151,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    from benchmarks import report  # matplotlib comes with it: not in the measured child processes
+    from benchmarks import (
+        report,  # matplotlib comes with it: not in the measured child processes
+    )
 
     rows = summarize(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": report.machine(), "runs": runs, "summary": rows}, indent=1))
-    print(markdown(rows))
+    print(report.overhead_markdown(rows))
     return 0
 
 

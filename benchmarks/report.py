@@ -138,7 +138,7 @@ def markdown(results: dict) -> str:
     overhead = results.get("chunk_overhead")
     if overhead:
         lines += ["## Per-chunk fixed cost (fresh process: session up, first job, down)", "",
-                  _overhead_table(overhead["summary"]), ""]
+                  overhead_markdown(overhead["summary"]), ""]
     return "\n".join(lines)
 
 
@@ -150,10 +150,14 @@ def _driver_cell(run: dict, peaks: dict) -> str:
     return f"{peaks['driver_early_mb'] or 0:.0f} / {peaks['driver_mb']:.0f}"
 
 
-def _overhead_table(rows: list[dict]) -> str:
-    from benchmarks.chunk_overhead import markdown as overhead_markdown
-
-    return overhead_markdown(rows)
+def overhead_markdown(rows: list[dict]) -> str:
+    """The per-chunk fixed cost table of benchmarks/chunk_overhead.py: one row per mode and driver JVM."""
+    phases = list(rows[0]["phases"]) if rows else []
+    lines = ["| mode | driver JVM | runs | total s | " + " | ".join(phases) + " |", "|" + "---|" * (4 + len(phases))]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['variant']} | {r['n']} | {r['total_s']:.1f} | "
+                     + " | ".join(f"{r['phases'][p]:.1f}" for p in phases) + " |")
+    return "\n".join(lines)
 
 
 def write(results: dict, out: Path) -> list[Path]:

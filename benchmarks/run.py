@@ -33,13 +33,14 @@ from pathlib import Path
 import psutil
 
 from benchmarks import report
+from jobs.config import DATA_DIR
+from jobs.dates import DateRange
 from jobs.inputs import load_locations
 from jobs.sources import HOURLY_VARIABLES
 from jobs.sources.fake_server import FakeOpenMeteoServer
 from jobs.sources.limits import PROFILES
 from jobs.sources.openmeteo import request_weight
-from ray_backfill.config import DATA_DIR
-from ray_backfill.plan import DateRange, plan_chunks
+from ray_backfill.plan import plan_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -210,9 +211,9 @@ def run_one(workload: Workload, profile: str, config: Config, server: FakeOpenMe
 
 def checksum_all(runs: list[dict]) -> dict[str, dict[str, str]]:
     """Order-independent checksum of every table of every run, in one local Spark session."""
+    from jobs.config import CatalogConfig, Settings, SparkConfig
     from jobs.inspect import table_checksum
     from jobs.tables import ALL_TABLES
-    from ray_backfill.config import CatalogConfig, Settings, SparkConfig
     from ray_backfill.sessions import catalog_conf, spark_session
 
     first = runs[0]

@@ -1,7 +1,7 @@
 """US EPA AQI (EPA-454/B-24-002, 2024 breakpoints) as a pure-Python reference and as Spark columns.
 
 Both forms are built from the one set of breakpoint tables below and give the same ints (a test
-checks this). The rules are those of ../shared/PIPELINE.md:
+checks this). The rules are those of docs/tables.md#aqi:
 - Concentrations are truncated to the table's step (PM2.5 0.1 µg/m³, PM10 1 µg/m³, O3 0.001 ppm,
   CO 0.1 ppm, NO2 and SO2 1 ppb) before lookup; a value within EPS steps below a step counts as
   on it, so decimal breakpoints survive float noise (35.45 → 35.4, 0.0700000001 → 0.070).

@@ -1,15 +1,13 @@
 """Bronze: fetch a chunk of hourly rows from the source and replace exactly that chunk in
 bronze.open_meteo_hourly, in one atomic commit.
 
-Two halves so the executor can overlap them with session start-up: `fetch_chunk` (no Spark,
-talks to the source) and `write_chunk` (Spark, one commit). `run_chunk` does both.
-Standalone: `python -m jobs.bronze --start-date 2024-01-01 --end-date 2024-01-31`.
+Two halves so a task can overlap them with session start-up: `fetch_chunk` (no Spark, talks to
+the source) and `write_chunk` (Spark, one commit); `jobs.tasks.run_task` runs both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,15 +16,15 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import Settings
+from jobs.dates import Chunk
 from jobs.inputs import Location
 from jobs.sources import Source, responses_to_frame
-from jobs.tables import BRONZE, CONCENTRATIONS, SOURCE_AQI_COLUMNS
+from jobs.tables import BRONZE, POLLUTANT_CODES, VOLATILE_COLUMNS
 from jobs.writes import literal_ts, replace_range
-from ray_backfill.config import Settings
-from ray_backfill.plan import Chunk
 
 # The columns the source delivers; bronze adds _ingested_at, _run_id and _chunk_id.
-SOURCE_COLUMNS = [c for c in BRONZE.column_names if not c.startswith("_")]
+SOURCE_COLUMNS = [c for c in BRONZE.column_names if c not in VOLATILE_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,13 @@ def fetch_chunk(
     locations: Sequence[Location],
     variables: Sequence[str],
     *,
-    model_domain: str,
     now: dt.datetime | None = None,
 ) -> FetchedChunk:
     """Ask the source for the chunk's days; hours outside the chunk or after `now` are dropped."""
     started = time.monotonic()
     now = now or dt.datetime.now(dt.timezone.utc)
     responses = source.fetch(locations, chunk.start, chunk.last_day, variables)
-    frame = responses_to_frame(responses, locations, source.name, now, model_domain)
+    frame = responses_to_frame(responses, locations, source.name, now, source.model_domain)
     lo = pd.Timestamp(chunk.start, tz="UTC")
     hi = pd.Timestamp(chunk.end, tz="UTC")
     frame = frame[(frame["ts_utc"] >= lo) & (frame["ts_utc"] < hi)]
@@ -72,11 +69,11 @@ def fetch_chunk(
 
 def to_spark(spark: SparkSession, fetched: FetchedChunk, run_id: str) -> DataFrame:
     """The fetched rows as a DataFrame with bronze's schema; NaN gaps become SQL NULL."""
-    schema = ", ".join(part for part in BRONZE.columns.split(",") if not part.strip().startswith("_"))
+    schema = BRONZE.ddl(exclude=VOLATILE_COLUMNS)
     frame = fetched.frame[SOURCE_COLUMNS]
     df = spark.createDataFrame(frame, schema=schema) if len(frame) else spark.createDataFrame([], schema)
-    nan_to_null = [F.when(F.isnan(c), F.lit(None)).otherwise(F.col(c)).alias(c) for c in CONCENTRATIONS]
-    keep = [c for c in SOURCE_COLUMNS if c not in CONCENTRATIONS]
+    nan_to_null = [F.when(F.isnan(c), F.lit(None)).otherwise(F.col(c)).alias(c) for c in POLLUTANT_CODES]
+    keep = [c for c in SOURCE_COLUMNS if c not in POLLUTANT_CODES]
     return df.select(*keep, *nan_to_null).select(
         *SOURCE_COLUMNS,
         literal_ts(fetched.ingested_at).alias("_ingested_at"),
@@ -105,30 +102,3 @@ def write_chunk(
         scope=F.col("location_key").isin(sorted(location_keys)),
     )
     return BronzeResult(fetched.chunk.chunk_id, len(fetched.frame), fetched.fetch_seconds, time.monotonic() - started)
-
-
-def run_chunk(
-    spark: SparkSession,
-    settings: Settings,
-    source: Source,
-    chunk: Chunk,
-    locations: Sequence[Location],
-    variables: Sequence[str],
-    run_id: str,
-) -> BronzeResult:
-    """Fetch and write one chunk with a session handed in by the caller (the executors' entry)."""
-    # Open-Meteo answers for the domain we ask for; the synthetic source is its own domain.
-    domain = settings.source.domains if source.name == "open-meteo" else source.name
-    fetched = fetch_chunk(source, chunk, locations, variables, model_domain=domain)
-    return write_chunk(spark, settings, fetched, [loc.location_key for loc in locations], run_id)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run bronze over a date range in one fresh session, as one chunk."""
-    from jobs.entry import run_stage
-
-    return run_stage("bronze", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

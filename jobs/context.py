@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.config import PipelineConfig
 from jobs.inputs import Location, Pollutant, load_locations, load_pollutants
 from jobs.sources import variables_for
-from ray_backfill.config import PipelineConfig
 
 
 @dataclass(frozen=True)

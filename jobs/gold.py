@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from datetime import date
 from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.errors import ConfigError, DateRangeError
 from jobs.inputs import Location, Pollutant
 from jobs.tables import (
     AQI_POLLUTANTS,
@@ -30,9 +30,9 @@ from jobs.tables import (
     FACT_DAILY,
     FACT_EPISODE,
     FACT_HOURLY,
-    TableSpec,
+    SILVER,
 )
-from ray_backfill.errors import ConfigError, DateRangeError
+from jobs.writes import literal_date, literal_ts, replace_range, replace_table
 
 _ISO_TS = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _SHIFTS = ((6, "night"), (12, "morning"), (18, "afternoon"), (24, "evening"))  # (end hour, shift)
@@ -60,7 +60,7 @@ def build_dim_location(spark: SparkSession, locations: Sequence[Location]) -> Da
         )
         for loc in locations
     ]
-    return spark.createDataFrame(rows, DIM_LOCATION.columns)
+    return spark.createDataFrame(rows, DIM_LOCATION.ddl())
 
 
 def build_dim_pollutant(spark: SparkSession, pollutants: Sequence[Pollutant]) -> DataFrame:
@@ -75,7 +75,7 @@ def build_dim_pollutant(spark: SparkSession, pollutants: Sequence[Pollutant]) ->
         )
         for p in pollutants
     ]
-    return spark.createDataFrame(rows, DIM_POLLUTANT.columns)
+    return spark.createDataFrame(rows, DIM_POLLUTANT.ddl())
 
 
 def _work_shift(hour: int) -> str:
@@ -86,7 +86,7 @@ def _work_shift(hour: int) -> str:
 def build_dim_time(spark: SparkSession) -> DataFrame:
     """dim_time: the 24 hours of a day, time_key = hour × 100."""
     rows = [(hour * 100, f"{hour:02d}:00", hour, _work_shift(hour)) for hour in range(24)]
-    return spark.createDataFrame(rows, DIM_TIME.columns)
+    return spark.createDataFrame(rows, DIM_TIME.ddl())
 
 
 def build_dim_date(spark: SparkSession, first: date, last: date) -> DataFrame:
@@ -97,7 +97,7 @@ def build_dim_date(spark: SparkSession, first: date, last: date) -> DataFrame:
     # Spark's dayofweek counts Sun=1; weekday is Mon=0, so +1 gives ISO. weekofyear is already ISO.
     day_of_week = F.weekday(d) + 1
     days = spark.range(1).select(F.explode(F.sequence(F.lit(first), F.lit(last))).alias("date_value"))
-    return _conform(
+    return DIM_DATE.conform(
         days.select(
             _date_key(d).alias("date_key"),
             d,
@@ -110,8 +110,7 @@ def build_dim_date(spark: SparkSession, first: date, last: date) -> DataFrame:
             F.quarter(d).alias("quarter"),
             F.year(d).alias("year"),
             (day_of_week >= 6).alias("is_weekend"),
-        ),
-        DIM_DATE,
+        )
     )
 
 
@@ -121,14 +120,13 @@ def build_dim_date(spark: SparkSession, first: date, last: date) -> DataFrame:
 def build_fact_hourly(silver: DataFrame, run_id: str) -> DataFrame:
     """fact_air_quality_hourly: silver's rows with a deterministic record_id, grain (location_key, ts_utc)."""
     _require_utc(silver.sparkSession)
-    return _conform(
+    return FACT_HOURLY.conform(
         silver.withColumns(
             {
                 "record_id": _key_hash(F.col("location_key"), F.date_format("ts_utc", _ISO_TS)),
                 "_run_id": F.lit(run_id),
             }
-        ),
-        FACT_HOURLY,
+        )
     )
 
 
@@ -143,7 +141,7 @@ def build_fact_daily(silver: DataFrame, run_id: str, who_pm25: float = 15.0) -> 
     aggregates.append(F.count(F.when(F.col("pm25") > who_pm25, 1)).alias("hours_above_who_pm25"))
 
     daily = silver.groupBy("location_key", "date_utc").agg(*aggregates)
-    return _conform(
+    return FACT_DAILY.conform(
         daily.withColumns(
             {
                 # A DATE cast to string is yyyy-MM-dd and, unlike date_format, ignores the time zone.
@@ -154,8 +152,7 @@ def build_fact_daily(silver: DataFrame, run_id: str, who_pm25: float = 15.0) -> 
                 "data_completeness": F.col("hours_measured") / 24 * 100,
                 "_run_id": F.lit(run_id),
             }
-        ),
-        FACT_DAILY,
+        )
     )
 
 
@@ -185,7 +182,7 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
         )
         .where(F.col("duration_hours") >= min_hours)
     )
-    return _conform(
+    return FACT_EPISODE.conform(
         episodes.withColumns(
             {
                 "episode_id": _key_hash(
@@ -197,8 +194,7 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
                 "rule_code": F.lit(code),
                 "_run_id": F.lit(run_id),
             }
-        ),
-        FACT_EPISODE,
+        )
     )
 
 
@@ -245,23 +241,11 @@ def _require_utc(spark: SparkSession) -> None:
         raise ConfigError(f"gold needs spark.sql.session.timeZone=UTC, the session has {tz!r}")
 
 
-def _conform(df: DataFrame, spec: TableSpec) -> DataFrame:
-    """Exactly `spec`'s columns, in its order, cast to its types."""
-    # Same split as TableSpec.column_names: fine while no column type contains a comma.
-    typed = [part.strip().split(None, 1) for part in spec.columns.split(",") if part.strip()]
-    return df.select(*[F.col(name).cast(dtype).alias(name) for name, dtype in typed])
-
-
 # --- entrypoint: read silver, write gold ---------------------------------------------------
 
 
 def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     """Rebuild gold for `chunk` and the run's locations from silver; one commit per table."""
-    from jobs.tables import (
-        DIM_DATE, DIM_LOCATION, DIM_POLLUTANT, DIM_TIME, FACT_DAILY, FACT_EPISODE, FACT_HOURLY, SILVER,
-    )
-    from jobs.writes import literal_date, literal_ts, replace_range, replace_table
-
     cat = settings.catalog
     start = dt.datetime.combine(chunk.start, dt.time())
     end = dt.datetime.combine(chunk.end, dt.time())
@@ -307,8 +291,6 @@ def episodes_starting_in(silver, start: dt.datetime, end: dt.datetime, pipeline,
     truncates nor duplicates one that crosses its edge. The silver window reaches back far
     enough to see the hour that precedes a start, and forward until no run is cut off.
     """
-    from jobs.writes import literal_ts
-
     threshold, min_hours = pipeline.episode_threshold, pipeline.episode_min_hours
     last_ts = silver.agg(F.max("ts_utc")).first()[0]
     margin = dt.timedelta(days=2)
@@ -323,14 +305,3 @@ def episodes_starting_in(silver, start: dt.datetime, end: dt.datetime, pipeline,
         margin *= 4
     episodes = build_episodes(window, threshold, min_hours, run_id)
     return episodes.where((F.col("start_ts_utc") >= literal_ts(start)) & (F.col("start_ts_utc") < literal_ts(end)))
-
-
-def main(argv=None) -> int:
-    """`python -m jobs.gold --start-date … --end-date …`"""
-    from jobs.entry import run_stage
-
-    return run_stage("gold", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ray_backfill.errors import InputError, InputFileError
+from jobs.errors import InputError, InputFileError
+from jobs.tables import POLLUTANT_CODES
 
 SLUG = re.compile(r"^[a-z0-9_]+$")
-# The ten concentrations PIPELINE.md knows, in its order.
-POLLUTANT_CODES = ("pm25", "pm10", "o3", "no2", "so2", "co", "aod", "dust", "uv_index", "co2")
 AQI_TIMESPANS = ("24h", "8h", "1h")
 
 _LOCATION_FIELDS = ("location_key", "location_name", "latitude", "longitude", "timezone")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import CatalogConfig
 from jobs.tables import ALL_TABLES, VOLATILE_COLUMNS
-from ray_backfill.config import CatalogConfig
 
 _SPAN_COLUMNS = ("ts_utc", "date_utc", "start_ts_utc", "date_value")
 
@@ -25,6 +25,10 @@ class TableSummary:
 
     def to_json(self) -> dict:
         return {"table": self.name, "rows": self.rows, "first": self.first, "last": self.last}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TableSummary":
+        return cls(data["table"], int(data["rows"]), data.get("first"), data.get("last"))
 
 
 def table_checksum(df) -> str:
@@ -49,7 +53,7 @@ def summarize(spark: SparkSession, catalog: CatalogConfig, checksums: bool = Fal
         else:
             rows, first, last = df.count(), None, None
         checksum = table_checksum(df) if checksums else None
-        out.append(TableSummary(f"{spec.namespace}.{spec.name}", rows, first, last, checksum))
+        out.append(TableSummary(spec.full_name, rows, first, last, checksum))
     return out
 
 

@@ -1,6 +1,6 @@
 """Silver transforms: bronze rows → one clean, AQI-scored row per (location_key, ts_utc).
 
-The rules are those of ../shared/PIPELINE.md, section silver.air_quality_hourly_clean; the AQI
+The rules are those of docs/tables.md (silver.air_quality_hourly_clean, Silver rules); the AQI
 itself lives in jobs/aqi.py. Hours are handled as epoch seconds, so nothing here depends on the
 session time zone.
 """
@@ -8,9 +8,6 @@ session time zone.
 from __future__ import annotations
 
 import datetime as dt
-
-import sys
-
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -26,8 +23,16 @@ from jobs.aqi import (
     sub_index_col,
     to_aqi_unit_col,
 )
-from jobs.tables import AQI_POLLUTANTS, BRONZE, CONCENTRATIONS, SILVER, SOURCE_AQI_COLUMNS, VOLATILE_COLUMNS
-from ray_backfill.errors import DateRangeError
+from jobs.errors import DateRangeError
+from jobs.tables import (
+    AQI_COLUMNS,
+    AQI_POLLUTANTS,
+    BRONZE,
+    POLLUTANT_CODES,
+    SILVER,
+    VOLATILE_COLUMNS,
+)
+from jobs.writes import literal_ts, replace_range
 
 # The longest mean (24 h) at `start` reaches back to start − 23 h: read bronze from there.
 LOOKBACK = timedelta(hours=23)
@@ -58,7 +63,6 @@ _KEY = ("location_key", "ts_utc")
 # The stable last tie-break: every value column, but not the key nor the volatile columns
 # (_ingested_at, _run_id, _chunk_id), so the same data picks the same row in every run.
 _HASHED = tuple(c for c in BRONZE.column_names if c not in (*_KEY, *VOLATILE_COLUMNS))
-_SILVER_TYPES = tuple(tuple(part.split(None, 1)) for part in map(str.strip, SILVER.columns.split(",")) if part)
 
 
 def build_silver(bronze: DataFrame, start: datetime, end: datetime, run_id: str) -> DataFrame:
@@ -142,7 +146,7 @@ def add_aqi(df: DataFrame) -> DataFrame:
     ours = {p: F.col(f"aqi_{p}") for p in AQI_POLLUTANTS}
     return (
         df.withColumnRenamed("aqi", "source_aqi")
-        .drop(*(c for c in SOURCE_AQI_COLUMNS if c != "aqi"))
+        .drop(*(c for c in AQI_COLUMNS if c != "aqi"))
         .withColumns(sub_indexes)
         .withColumn("aqi", overall_aqi_col(ours))
         .withColumns(
@@ -153,8 +157,8 @@ def add_aqi(df: DataFrame) -> DataFrame:
 
 def add_completeness(df: DataFrame) -> DataFrame:
     """data_completeness: % of the ten concentrations that are non-null after cleaning."""
-    present = sum(F.col(c).isNotNull().cast("int") for c in CONCENTRATIONS)
-    return df.withColumn("data_completeness", F.lit(100.0) * present / len(CONCENTRATIONS))
+    present = sum(F.col(c).isNotNull().cast("int") for c in POLLUTANT_CODES)
+    return df.withColumn("data_completeness", F.lit(100.0) * present / len(POLLUTANT_CODES))
 
 
 def add_time_keys(df: DataFrame) -> DataFrame:
@@ -173,7 +177,7 @@ def add_time_keys(df: DataFrame) -> DataFrame:
 def select_silver(df: DataFrame, run_id: str) -> DataFrame:
     """SILVER's columns, in order and cast to their types, stamped with `run_id`."""
     df = df.withColumn("_run_id", F.lit(run_id))
-    return df.select(*(F.col(name).cast(sql_type).alias(name) for name, sql_type in _SILVER_TYPES))
+    return SILVER.conform(df)
 
 
 def _add_flags(df: DataFrame, conditions: dict[str, Column]) -> DataFrame:
@@ -202,8 +206,6 @@ def _epoch_range(start: datetime, end: datetime) -> tuple[int, int]:
 
 def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     """Rebuild silver for `chunk` and the run's locations from bronze; one commit."""
-    from jobs.writes import literal_ts, replace_range
-
     start = dt.datetime.combine(chunk.start, dt.time())
     end = dt.datetime.combine(chunk.end, dt.time())
     keys = inputs.location_keys
@@ -221,14 +223,3 @@ def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     finally:
         silver.unpersist()
     return {"silver.air_quality_hourly_clean": rows}
-
-
-def main(argv=None) -> int:
-    """`python -m jobs.silver --start-date … --end-date …`"""
-    from jobs.entry import run_stage
-
-    return run_stage("silver", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,112 +1,174 @@
-"""Every table of the lakehouse: columns, partitioning, and the idempotent step that creates them.
+"""Every table of the lakehouse: typed columns, key, grain, partitioning, and the step that creates them.
 
-Names follow ../shared/PIPELINE.md. Column lists are constants of this module (never user input),
-so the DDL built from them is safe; catalog, namespace and table names are validated identifiers.
+The contract in words is docs/tables.md. Column lists are constants of this module (never user
+input), so the DDL built from them is safe; catalog, namespace and table names are validated
+identifiers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ray_backfill.config import CatalogConfig
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
-# The ten concentrations, in PIPELINE.md's order, and the AQI sub-index pollutants.
-CONCENTRATIONS = ("pm25", "pm10", "o3", "no2", "so2", "co", "aod", "dust", "uv_index", "co2")
+if TYPE_CHECKING:  # the specs name tables in a catalog; they need no settings to exist
+    from jobs.config import CatalogConfig
+
+# The ten concentrations (docs/tables.md#source-variables), in the order every table uses.
+POLLUTANT_CODES = ("pm25", "pm10", "o3", "no2", "so2", "co", "aod", "dust", "uv_index", "co2")
+# The pollutants with a US AQI sub-index, and the AQI columns: the overall index, then one each.
 AQI_POLLUTANTS = ("pm25", "pm10", "o3", "no2", "so2", "co")
-SOURCE_AQI_COLUMNS = ("aqi", "aqi_pm25", "aqi_pm10", "aqi_no2", "aqi_o3", "aqi_so2", "aqi_co")
-OUR_AQI_COLUMNS = ("aqi", "aqi_pm25", "aqi_pm10", "aqi_o3", "aqi_no2", "aqi_so2", "aqi_co")
+AQI_COLUMNS = ("aqi", *(f"aqi_{p}" for p in AQI_POLLUTANTS))
 CATEGORIES = ("good", "moderate", "usg", "unhealthy", "very_unhealthy", "hazardous")
 # Columns that differ between two otherwise identical runs.
 VOLATILE_COLUMNS = ("_ingested_at", "_run_id", "_chunk_id")
 
-_conc = ", ".join(f"{c} DOUBLE" for c in CONCENTRATIONS)
+
+@dataclass(frozen=True)
+class Field:
+    """One column: its name and Spark SQL type."""
+
+    name: str
+    type: str
+
+    @property
+    def ddl(self) -> str:
+        return f"{self.name} {self.type}"
+
+
+def fields(sql_type: str, *names: str) -> tuple[Field, ...]:
+    """Several columns of one type."""
+    return tuple(Field(name, sql_type) for name in names)
+
+
+def _columns(*groups: Field | tuple[Field, ...]) -> tuple[Field, ...]:
+    out: list[Field] = []
+    for group in groups:
+        out.extend(group if isinstance(group, tuple) else (group,))
+    return tuple(out)
+
+
+def _f(name: str, sql_type: str) -> Field:
+    return Field(name, sql_type)
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One Iceberg table: namespace, name, column DDL, partition transforms."""
+    """One Iceberg table: where it lives, its typed columns, key, grain and partition transforms."""
 
     namespace: str
     name: str
-    columns: str
+    fields: tuple[Field, ...]
+    key: tuple[str, ...]
+    grain: str
     partitioned_by: str = ""
+
+    def __post_init__(self) -> None:
+        names = self.column_names
+        if len(set(names)) != len(names) or not set(self.key) <= set(names):
+            raise ValueError(f"table {self.full_name}: duplicate columns or a key column it does not have")
+
+    @property
+    def full_name(self) -> str:
+        """`namespace.name`, as the docs and summaries name it."""
+        return f"{self.namespace}.{self.name}"
 
     def qualified(self, catalog: CatalogConfig) -> str:
         return catalog.table(self.namespace, self.name)
 
     @property
     def column_names(self) -> list[str]:
-        return [part.strip().split()[0] for part in self.columns.split(",") if part.strip()]
+        return [f.name for f in self.fields]
 
+    def ddl(self, exclude: tuple[str, ...] = ()) -> str:
+        """The columns as a DDL list (`a STRING, b INT`), e.g. a DataFrame schema."""
+        return ", ".join(f.ddl for f in self.fields if f.name not in exclude)
+
+    def conform(self, df: DataFrame) -> DataFrame:
+        """Exactly this table's columns, in its order, cast to its types."""
+        return df.select(*[F.col(f.name).cast(f.type).alias(f.name) for f in self.fields])
+
+
+_CONC = fields("DOUBLE", *POLLUTANT_CODES)
+_AQI = fields("INT", *AQI_COLUMNS)
+# Bronze keeps the AQI columns in the source's variable order (NO2 before O3). Silver's duplicate
+# tie-break hashes bronze's columns in table order, so another order would pick other winners.
+_BRONZE_AQI = fields("INT", "aqi", "aqi_pm25", "aqi_pm10", "aqi_no2", "aqi_o3", "aqi_so2", "aqi_co")
+_LINEAGE = fields("TIMESTAMP", "_ingested_at") + fields("STRING", "_run_id")
 
 BRONZE = TableSpec(
-    "bronze",
-    "open_meteo_hourly",
-    "location_key STRING, ts_utc TIMESTAMP, date_utc DATE, latitude DOUBLE, longitude DOUBLE, "
-    + ", ".join(f"{c} INT" for c in SOURCE_AQI_COLUMNS)
-    + f", {_conc}, model_domain STRING, source STRING, "
-    "_ingested_at TIMESTAMP, _run_id STRING, _chunk_id STRING",
+    "bronze", "open_meteo_hourly",
+    _columns(_f("location_key", "STRING"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
+             fields("DOUBLE", "latitude", "longitude"), _BRONZE_AQI, _CONC, fields("STRING", "model_domain", "source"),
+             _LINEAGE, _f("_chunk_id", "STRING")),
+    key=("location_key", "ts_utc"), grain="one row per location and UTC hour, as the source sent it",
     # A monthly chunk replaces exactly its own month's files; a month of 24 cities is ~18k rows.
-    "months(ts_utc)",
+    partitioned_by="months(ts_utc)",
 )
 
 SILVER = TableSpec(
-    "silver",
-    "air_quality_hourly_clean",
-    "location_key STRING, ts_utc TIMESTAMP, date_utc DATE, date_key INT, time_key INT, "
-    f"latitude DOUBLE, longitude DOUBLE, {_conc}, "
-    "pm25_24h DOUBLE, pm10_24h DOUBLE, o3_8h DOUBLE, co_8h DOUBLE, so2_24h DOUBLE, "
-    + ", ".join(f"{c} INT" for c in OUR_AQI_COLUMNS)
-    + ", source_aqi INT, aqi_category STRING, dominant_pollutant STRING, data_completeness DOUBLE, "
-    "dq_flags ARRAY<STRING>, model_domain STRING, source STRING, _ingested_at TIMESTAMP, _run_id STRING",
-    "months(ts_utc)",
+    "silver", "air_quality_hourly_clean",
+    _columns(_f("location_key", "STRING"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
+             fields("INT", "date_key", "time_key"), fields("DOUBLE", "latitude", "longitude"), _CONC,
+             fields("DOUBLE", "pm25_24h", "pm10_24h", "o3_8h", "co_8h", "so2_24h"), _AQI,
+             _f("source_aqi", "INT"), fields("STRING", "aqi_category", "dominant_pollutant"),
+             _f("data_completeness", "DOUBLE"), _f("dq_flags", "ARRAY<STRING>"),
+             fields("STRING", "model_domain", "source"), _LINEAGE),
+    key=("location_key", "ts_utc"), grain="one clean, AQI-scored row per location and UTC hour",
+    partitioned_by="months(ts_utc)",
 )
 
 DIM_LOCATION = TableSpec(
-    "gold",
-    "dim_location",
-    "location_key STRING, location_name STRING, latitude DOUBLE, longitude DOUBLE, timezone STRING, "
-    "attributes STRING",
+    "gold", "dim_location",
+    _columns(fields("STRING", "location_key", "location_name"), fields("DOUBLE", "latitude", "longitude"),
+             fields("STRING", "timezone", "attributes")),
+    key=("location_key",), grain="one row per location of the locations file",
 )
 DIM_POLLUTANT = TableSpec(
-    "gold",
-    "dim_pollutant",
-    "pollutant_code STRING, display_name STRING, unit_default STRING, aqi_timespan STRING, "
-    "who_guideline_24h DOUBLE",
+    "gold", "dim_pollutant",
+    _columns(fields("STRING", "pollutant_code", "display_name", "unit_default", "aqi_timespan"),
+             _f("who_guideline_24h", "DOUBLE")),
+    key=("pollutant_code",), grain="one row per pollutant of the pollutants file",
 )
-DIM_TIME = TableSpec("gold", "dim_time", "time_key INT, time_label STRING, hour INT, work_shift STRING")
+DIM_TIME = TableSpec(
+    "gold", "dim_time",
+    _columns(_f("time_key", "INT"), _f("time_label", "STRING"), _f("hour", "INT"), _f("work_shift", "STRING")),
+    key=("time_key",), grain="one row per hour of the day (24 rows)",
+)
 DIM_DATE = TableSpec(
-    "gold",
-    "dim_date",
-    "date_key INT, date_value DATE, day_of_month INT, day_of_week INT, week_of_year INT, month INT, "
-    "month_name STRING, quarter INT, year INT, is_weekend BOOLEAN",
+    "gold", "dim_date",
+    _columns(_f("date_key", "INT"), _f("date_value", "DATE"),
+             fields("INT", "day_of_month", "day_of_week", "week_of_year", "month"), _f("month_name", "STRING"),
+             fields("INT", "quarter", "year"), _f("is_weekend", "BOOLEAN")),
+    key=("date_key",), grain="one row per day from silver's first to its last date",
 )
 FACT_HOURLY = TableSpec(
-    "gold",
-    "fact_air_quality_hourly",
-    "record_id STRING, location_key STRING, ts_utc TIMESTAMP, date_utc DATE, date_key INT, time_key INT, "
-    + ", ".join(f"{c} INT" for c in OUR_AQI_COLUMNS)
-    + f", source_aqi INT, {_conc}, dominant_pollutant STRING, aqi_category STRING, "
-    "data_completeness DOUBLE, _run_id STRING",
-    "months(ts_utc)",
+    "gold", "fact_air_quality_hourly",
+    _columns(fields("STRING", "record_id", "location_key"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
+             fields("INT", "date_key", "time_key"), _AQI, _f("source_aqi", "INT"), _CONC,
+             fields("STRING", "dominant_pollutant", "aqi_category"), _f("data_completeness", "DOUBLE"),
+             _f("_run_id", "STRING")),
+    key=("record_id",), grain="one row per location and UTC hour of silver",
+    partitioned_by="months(ts_utc)",
 )
 FACT_DAILY = TableSpec(
-    "gold",
-    "fact_city_daily",
-    "daily_id STRING, location_key STRING, date_utc DATE, date_key INT, aqi_daily_max INT, "
-    "dominant_pollutant_daily STRING, "
-    + ", ".join(f"{p}_mean DOUBLE, {p}_max DOUBLE" for p in AQI_POLLUTANTS)
-    + ", "
-    + ", ".join(f"hours_in_cat_{c} INT" for c in CATEGORIES)
-    + ", hours_measured INT, hours_above_who_pm25 INT, data_completeness DOUBLE, _run_id STRING",
-    "years(date_utc)",
+    "gold", "fact_city_daily",
+    _columns(fields("STRING", "daily_id", "location_key"), _f("date_utc", "DATE"),
+             fields("INT", "date_key", "aqi_daily_max"), _f("dominant_pollutant_daily", "STRING"),
+             *(fields("DOUBLE", f"{p}_mean", f"{p}_max") for p in AQI_POLLUTANTS),
+             fields("INT", *(f"hours_in_cat_{c}" for c in CATEGORIES), "hours_measured", "hours_above_who_pm25"),
+             _f("data_completeness", "DOUBLE"), _f("_run_id", "STRING")),
+    key=("daily_id",), grain="one row per location and UTC day",
+    partitioned_by="years(date_utc)",
 )
 FACT_EPISODE = TableSpec(
-    "gold",
-    "fact_episode",
-    "episode_id STRING, location_key STRING, start_ts_utc TIMESTAMP, end_ts_utc TIMESTAMP, "
-    "start_date_utc DATE, duration_hours INT, peak_aqi INT, dominant_pollutant STRING, rule_code STRING, "
-    "_run_id STRING",
+    "gold", "fact_episode",
+    _columns(fields("STRING", "episode_id", "location_key"), fields("TIMESTAMP", "start_ts_utc", "end_ts_utc"),
+             _f("start_date_utc", "DATE"), fields("INT", "duration_hours", "peak_aqi"),
+             fields("STRING", "dominant_pollutant", "rule_code", "_run_id")),
+    key=("episode_id",), grain="one row per run of consecutive hours at or above the episode threshold",
 )
 
 ALL_TABLES = (BRONZE, SILVER, DIM_LOCATION, DIM_POLLUTANT, DIM_TIME, DIM_DATE, FACT_HOURLY, FACT_DAILY, FACT_EPISODE)
@@ -124,6 +186,6 @@ def ensure_tables(spark, catalog: CatalogConfig) -> None:
     for spec in ALL_TABLES:
         partition = f" PARTITIONED BY ({spec.partitioned_by})" if spec.partitioned_by else ""
         spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {spec.qualified(catalog)} ({spec.columns}) USING iceberg"
+            f"CREATE TABLE IF NOT EXISTS {spec.qualified(catalog)} ({spec.ddl()}) USING iceberg"
             f"{partition} TBLPROPERTIES ({props})"
         )

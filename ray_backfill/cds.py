@@ -1,7 +1,7 @@
 """Class-data sharing (Java 17 AppCDS) for the Spark driver JVM each fresh session starts.
 
 Most of a fresh session's start-up is the driver JVM loading and verifying ~15k classes
-(FACTS.md). A dynamic CDS archive maps them ready-made: the first session of a given Java,
+(docs/operations.md#session-start-up-cost). A dynamic CDS archive maps them ready-made: the first session of a given Java,
 Spark, mode and jar set writes the archive when its JVM exits (`-XX:ArchiveClassesAtExit`),
 every later one starts from it (`-XX:SharedArchiveFile`). Each JVM is still a fresh JVM: the
 archive holds class metadata only, no state. A stale or mismatched archive is ignored by the
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray_backfill.config import JARS_DIR
+from ray_backfill.jars import JARS_DIR
 
 CDS_DIR = Path(os.environ.get("RAY_BACKFILL_CDS_DIR") or JARS_DIR.parent / "cds")
 CLAIM_STALE_S = 600.0

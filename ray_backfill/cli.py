@@ -11,8 +11,21 @@ import logging
 import sys
 from typing import Sequence
 
-from ray_backfill.errors import BackfillError
+from jobs.context import load_inputs
+from jobs.errors import BackfillError
+from jobs.tasks import DATA_STAGES
 from ray_backfill.options import LEDGER_FLAGS, add_options
+from ray_backfill.plan import GRANULARITIES
+from ray_backfill.progress import Progress, summary_table
+from ray_backfill.runner import (
+    EXECUTORS,
+    BackfillRequest,
+    build_request,
+    format_plan,
+    ledger_for_args,
+    run_backfill,
+)
+from ray_backfill.stage import add_stage_parser, run_stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,14 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     def with_run_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--start-date", required=True, help="first UTC day, YYYY-MM-DD")
         p.add_argument("--end-date", required=True, help="last UTC day, YYYY-MM-DD (inclusive)")
-        p.add_argument("--chunk", default=None, choices=("monthly", "weekly", "daily"), help="chunk size (monthly)")
-        p.add_argument("--executor", default=None, choices=("ray", "sequential"),
+        p.add_argument("--chunk", default=None, choices=GRANULARITIES, help="chunk size (monthly)")
+        p.add_argument("--executor", default=None, choices=EXECUTORS,
                        help="ray (default): chunks in parallel, fresh session each; sequential: the old baseline")
         p.add_argument("--parallelism", type=int, default=None, help="chunks in flight (default: from the cluster)")
         p.add_argument("--retries", type=int, default=None, help="extra attempts per chunk (default 2)")
         p.add_argument("--chunk-timeout", type=float, default=None, help="seconds before a chunk attempt is killed")
         p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local one)")
-        for stage in ("bronze", "silver", "gold"):
+        for stage in DATA_STAGES:
             p.add_argument(f"--skip-{stage}", action="store_true", default=None, help=f"do not run {stage}")
         add_options(p)
         return p
@@ -48,22 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id", nargs="?")
     add_options(status, only=LEDGER_FLAGS)
     status.set_defaults(func=_cmd_status)
+
+    add_stage_parser(sub).set_defaults(func=_cmd_stage)
     return parser
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from jobs.context import load_inputs
-    from ray_backfill.runner import build_request, format_plan
-
     request = build_request(args)
     print(format_plan(request, load_inputs(request.settings.pipeline)))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from jobs.context import load_inputs
-    from ray_backfill.runner import build_request, format_plan, run_backfill
-
     request = build_request(args)
     if args.dry_run:
         print(format_plan(request, load_inputs(request.settings.pipeline)))
@@ -73,8 +82,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from ray_backfill.runner import BackfillRequest, ledger_for_args, run_backfill
-
     ledger = ledger_for_args(args)
     record = ledger.load(args.run_id)
     request = BackfillRequest.from_json(record.request, record.run_id)
@@ -85,9 +92,6 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ray_backfill.progress import Progress, summary_table
-    from ray_backfill.runner import ledger_for_args
-
     ledger = ledger_for_args(args)
     if args.run_id:
         record = ledger.load(args.run_id)
@@ -105,6 +109,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         req = record.request
         print(f"{run_id}  {record.outcome or 'unfinished':<10} {req['start_date']} .. {req['end_date']}  "
               f"{req['executor']:<10} {Progress.bar(record, width=10)}")
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    print(run_stage(args))
     return 0
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import urlparse
 
-from ray_backfill.config import CatalogConfig
-from ray_backfill.errors import ConfigError, InputError, WarehouseError
+from jobs.config import CatalogConfig
+from jobs.errors import ConfigError, IllegalTransition, InputError, WarehouseError
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -55,8 +55,9 @@ _TRANSITIONS = {
 }
 
 
-class IllegalTransition(InputError):
-    """A state change the ledger does not allow (e.g. succeeded → running)."""
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a random suffix."""
+    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def utcnow() -> str:

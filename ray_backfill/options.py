@@ -14,8 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
-from ray_backfill.config import CatalogConfig, PipelineConfig, Settings, SourceConfig, SparkConfig
-from ray_backfill.errors import ConfigError
+from jobs.config import (
+    CATALOG_KINDS,
+    SOURCE_KINDS,
+    SPARK_MODES,
+    CatalogConfig,
+    PipelineConfig,
+    Settings,
+    SourceConfig,
+    SparkConfig,
+)
+from jobs.errors import ConfigError
+from jobs.sources.limits import PROFILES
 
 ENV_PREFIX = "RAY_BACKFILL_"
 
@@ -62,23 +72,23 @@ OPTIONS: tuple[Option, ...] = (
            "where run ledgers live: a path all nodes share or an s3:// URI "
            "(default <warehouse>/_ray_backfill/runs; required for an hdfs:// warehouse)"),
     Option("--catalog", "catalog", "kind", "Iceberg catalog: sqlite (default), postgres, hadoop, rest",
-           choices=("sqlite", "postgres", "hadoop", "rest")),
+           choices=CATALOG_KINDS),
     Option("--catalog-uri", "catalog", "uri", "JDBC URL (postgres) or REST endpoint (rest)"),
     Option("--catalog-name", "catalog", "name", "Spark catalog name (default lh)"),
     Option("--catalog-user", "catalog", "user", "catalog user (postgres, rest)"),
     Option("--catalog-password", "catalog", "password", "catalog password", secret=True),
     Option("--spark-mode", "spark", "mode", "raydp (default): Spark on Ray actors; local: local[N] in one JVM",
-           choices=("raydp", "local")),
+           choices=SPARK_MODES),
     Option("--executor-cores", "spark", "executor_cores", "cores per Spark executor (default 1)", _int),
     Option("--executor-memory", "spark", "executor_memory", "memory per Spark executor (default 768m)"),
     Option("--source", "source", "kind", "synthetic (default, offline) or open-meteo",
-           choices=("synthetic", "open-meteo")),
+           choices=SOURCE_KINDS),
     Option("--api-url", "source", "api_url", "Open-Meteo base URL"),
     Option("--api-key", "source", "api_key", "Open-Meteo API key", secret=True),
     Option("--api-timeout", "source", "timeout_s", "seconds per Open-Meteo request (default 60)", _float),
     Option("--source-profile", "source", "profile",
            "source limits shared by all chunks: free (default: 600 calls/min, 1 in flight), self-hosted, unlimited",
-           choices=("free", "self-hosted", "unlimited")),
+           choices=tuple(PROFILES)),
     Option("--calls-per-minute", "source", "calls_per_minute", "override the profile's weighted calls per minute",
            _float),
     Option("--max-in-flight", "source", "max_in_flight", "override the profile's requests in flight", _int),

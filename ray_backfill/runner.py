@@ -16,18 +16,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from jobs.context import StageInputs, load_inputs
-from jobs.entry import new_run_id
-from ray_backfill.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
-from ray_backfill.errors import ConfigError
-from ray_backfill.executors.base import Task
-from ray_backfill.ledger import ChunkStatus, RunLedger, RunRecord, TaskRecord, open_ledger
+from jobs.dates import Chunk, DateRange
+from jobs.errors import ConfigError
+from jobs.inspect import TableSummary, format_summaries
+from jobs.sources.limits import estimate_seconds
+from jobs.sources.openmeteo import request_weight
+from jobs.tasks import DATA_STAGES, Task
+from ray_backfill.executors.base import Executor, TaskResult
+from ray_backfill.ledger import (
+    ChunkStatus,
+    RunLedger,
+    RunRecord,
+    TaskRecord,
+    new_run_id,
+    open_ledger,
+)
 from ray_backfill.options import resolve
-from ray_backfill.plan import Chunk, DateRange, plan_chunks
+from ray_backfill.plan import Granularity, plan_chunks
 from ray_backfill.progress import Progress, summary_table
 from ray_backfill.sessions import check_writers, ensure_warehouse
 
-STAGES = ("bronze", "silver", "gold")
+EXECUTORS = ("ray", "sequential")
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,7 @@ class BackfillRequest:
 
     settings: Settings
     date_range: DateRange
-    granularity: str = "monthly"
+    granularity: Granularity = "monthly"
     executor: str = "ray"
     skip: frozenset[str] = frozenset()
     parallelism: int | None = None  # None: derived from the cluster
@@ -52,8 +63,8 @@ class BackfillRequest:
             raise ConfigError(f"--retries {self.retries} must be >= 0")
         if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
             raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be > 0 seconds")
-        if self.executor not in ("ray", "sequential"):
-            raise ConfigError(f"--executor {self.executor!r} is unknown; use ray or sequential")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor {self.executor!r} is unknown; use {' or '.join(EXECUTORS)}")
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -89,7 +100,7 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
     """Validate flags, env and config file into a request; raises InputError before anything runs."""
     settings, file_values = resolve(args)
     date_range = DateRange.parse(args.start_date, args.end_date)
-    skip = frozenset(s for s in STAGES if _flag(args, file_values, f"skip_{s}", False))
+    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False))
     try:
         return BackfillRequest(
             settings=settings, date_range=date_range,
@@ -106,15 +117,10 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
         raise ConfigError(f"a numeric setting is not a number: {exc}") from None
 
 
-def ledger_for(catalog: CatalogConfig) -> RunLedger:
-    """The run ledgers of a catalog's settings; ConfigError when they have nowhere to live."""
-    return open_ledger(catalog)
-
-
 def ledger_for_args(args: argparse.Namespace) -> RunLedger:
     """The ledger `status` and `resume` read, found from flags, env and --config as `run` finds it."""
     settings, _ = resolve(args)
-    return ledger_for(settings.catalog)
+    return open_ledger(settings.catalog)
 
 
 def _warehouse_text(catalog: CatalogConfig) -> str:
@@ -123,16 +129,13 @@ def _warehouse_text(catalog: CatalogConfig) -> str:
 
 def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
     """The plan: chunks, locations, the source calls it will make and their time at the source's limits."""
-    from jobs.sources.limits import estimate_seconds
-    from jobs.sources.openmeteo import request_weight
-
     chunks = request.chunks
     source = request.settings.source
     nvars = len(inputs.variables)
     nloc = len(inputs.locations)
     batches = [min(source.batch_size, nloc - i) for i in range(0, nloc, source.batch_size)]
     weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
-    stages = [s for s in STAGES if s not in request.skip]
+    stages = [s for s in DATA_STAGES if s not in request.skip]
     limits = source.limits
     lines = [
         f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
@@ -171,7 +174,7 @@ def resume_command(request: BackfillRequest) -> str:
     return shlex.join(parts)
 
 
-def make_executor(request: BackfillRequest, inputs: StageInputs, echo):
+def make_executor(request: BackfillRequest, inputs: StageInputs, echo: Callable[[str], None]) -> Executor:
     if request.executor == "sequential":
         from ray_backfill.executors.sequential import SequentialExecutor
 
@@ -182,8 +185,18 @@ def make_executor(request: BackfillRequest, inputs: StageInputs, echo):
                        parallelism=request.parallelism, chunk_timeout_s=request.chunk_timeout_s, echo=echo)
 
 
-class _Cancelled(Exception):
-    pass
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter between a failed attempt and its retry."""
+
+    # the first retry waits base_s × U(jitter), each later one twice as long, up to cap_s
+    base_s: float = 2.0
+    cap_s: float = 60.0
+    jitter: tuple[float, float] = (0.5, 1.0)
+
+    def delay(self, failures: int) -> float:
+        """Seconds before the retry that follows the `failures`-th failed attempt (1-based)."""
+        return min(self.cap_s, self.base_s * 2 ** (failures - 1)) * random.uniform(*self.jitter)
 
 
 def _raise_cancel(signum, frame):
@@ -192,30 +205,32 @@ def _raise_cancel(signum, frame):
 
 def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
                  echo: Callable[[str], None] = print, progress: Progress | None = None,
-                 ledger: RunLedger | None = None) -> RunRecord:
+                 ledger: RunLedger | None = None, executor: Executor | None = None,
+                 retry: RetryPolicy = RetryPolicy()) -> RunRecord:
     """Run (or resume, given its record and the ledger it came from) a backfill; returns the final record.
 
     The executor starts before the ledger is written, so a run it refuses (ConfigError: e.g. a
-    catalog the cluster's hosts cannot share) leaves no record behind.
+    catalog the cluster's hosts cannot share) leaves no record behind. `executor` replaces the one
+    the request names (tests hand in an in-memory one).
     """
     settings = request.settings
     inputs = load_inputs(settings.pipeline)
     ensure_warehouse(settings.catalog)
-    ledger = ledger or ledger_for(settings.catalog)
+    ledger = ledger or open_ledger(settings.catalog)
     record = record or new_record(request)
     previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
     started = time.monotonic()
     try:
-        with make_executor(request, inputs, echo) as executor:
-            check_writers(settings.catalog, executor.slots)
-            _run_phases(request, record, executor, ledger, progress or Progress(echo), echo, started)
+        with executor or make_executor(request, inputs, echo) as running:
+            check_writers(settings.catalog, running.slots)
+            _run_phases(request, record, running, ledger, progress or Progress(echo), echo, started, retry)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return record
 
 
-def _run_phases(request: BackfillRequest, record: RunRecord, executor, ledger: RunLedger, progress: Progress,
-                echo: Callable[[str], None], started: float) -> None:
+def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
+                progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
     """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step."""
     for task in record.tasks:  # a resume re-runs whatever did not succeed
         if task.status != ChunkStatus.SUCCEEDED:
@@ -225,15 +240,14 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor, ledger: R
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     try:
-        loop = _Loop(request, record, executor, ledger, progress)
-        ok = loop.phase(record.by_stage("prepare"))
-        ok = ok and loop.phase(record.by_stage("bronze"))
-        for stage in ("silver", "gold"):
+        loop = _Loop(request, record, executor, ledger, progress, retry)
+        ok = True
+        for stage in ("prepare", *DATA_STAGES):  # each phase is a barrier for the next
             ok = ok and loop.phase(record.by_stage(stage))
         record.outcome = "succeeded" if ok else "failed"
         record.source = _source_report(executor, record)
         if loop.summary:
-            record.tables = loop.summary
+            record.tables = [s.to_json() for s in loop.summary]
     except KeyboardInterrupt:
         record.outcome = "cancelled"
         for task in record.tasks:
@@ -248,16 +262,14 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor, ledger: R
         report_path = ledger.save_report(record.run_id, _report(record))
         echo(summary_table(record))
         if record.tables:
-            from jobs.inspect import format_summaries
-
             echo(format_summaries(record.tables))
         _closing_lines(request, record, report_path, echo)
 
 
-def _source_report(executor, record: RunRecord) -> dict | None:
+def _source_report(executor: Executor, record: RunRecord) -> dict | None:
     """The source's side of the run: the limiter's counters and the clients' totals."""
     stats = [t.metrics.get("source_stats") for t in record.by_stage("bronze") if t.metrics.get("source_stats")]
-    snapshot = executor.limiter_snapshot() if hasattr(executor, "limiter_snapshot") else None
+    snapshot = executor.limiter_snapshot()
     if not stats and snapshot is None:
         return None
     totals = {key: sum(s.get(key, 0) for s in stats)
@@ -289,22 +301,25 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
     echo(f"resume with: {resume_command(request)}")
 
 
+@dataclass
+class _InFlight:
+    handle: object
+    task: TaskRecord
+    began: float  # epoch seconds
+
+
 class _Loop:
     """Runs the tasks of one phase on the executor: bounded in flight, retried with backoff."""
 
-    def __init__(self, request: BackfillRequest, record: RunRecord, executor, ledger: RunLedger, progress: Progress):
+    def __init__(self, request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
+                 progress: Progress, retry: RetryPolicy):
         self.request, self.record, self.executor = request, record, executor
-        self.ledger, self.progress = ledger, progress
-        self.summary: list[dict] | None = None  # what gold reported the tables hold
-
-    def _backoff(self, attempt: int) -> float:
-        return min(60.0, 2.0 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        self.ledger, self.progress, self.retry = ledger, progress, retry
+        self.summary: list[TableSummary] | None = None  # what gold reported the tables hold
 
     def _event(self, task: TaskRecord, line: str) -> None:
         self.ledger.save(self.record)
-        observe = getattr(self.executor, "observe", None)
-        if observe:
-            observe(self.record, task)
+        self.executor.observe(self.record, task)
         self.progress.event(self.record, line)
 
     def phase(self, tasks: list[TaskRecord]) -> bool:
@@ -312,7 +327,7 @@ class _Loop:
         queue = [t for t in tasks if t.status != ChunkStatus.SUCCEEDED]
         tries: dict[str, int] = {}
         not_before: dict[str, float] = {}
-        in_flight: dict[int, tuple[object, TaskRecord, float]] = {}
+        in_flight: dict[int, _InFlight] = {}
         stage_started = time.monotonic()
         try:
             while queue or in_flight:
@@ -327,18 +342,20 @@ class _Loop:
                     self._event(task, f"  {task.task_id}: running (attempt {task.attempts})")
                     chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
                     began = time.time()
-                    handle = self.executor.start(Task(task.task_id, task.stage, chunk, task.attempts))
-                    in_flight[id(handle)] = (handle, task, began)
-                for handle, result in self.executor.wait([h for h, *_ in in_flight.values()], timeout_s=0.5):
-                    _, task, began = in_flight.pop(id(handle))
-                    # wall-clock span of the attempt, for timelines (the sequential executor runs it in start)
-                    result.details.setdefault("started_at", round(began, 3))
-                    result.details.setdefault("ended_at", round(time.time(), 3))
-                    self._finish(task, result, tries, not_before, queue)
+                    handle = self.executor.start(Task(task.task_id, task.stage, chunk, task.attempts, self.record.run_id))
+                    in_flight[id(handle)] = _InFlight(handle, task, began)
+                for handle, result in self.executor.wait([f.handle for f in in_flight.values()], timeout_s=0.5):
+                    flight = in_flight.pop(id(handle))
+                    # wall-clock span of the attempt, for timelines, where the executor did not measure it
+                    if result.started_at is None:
+                        result.started_at = round(flight.began, 3)
+                    if result.ended_at is None:
+                        result.ended_at = round(time.time(), 3)
+                    self._finish(flight.task, result, tries, not_before, queue)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
         except KeyboardInterrupt:
-            self.executor.cancel([h for h, *_ in in_flight.values()])
+            self.executor.cancel([f.handle for f in in_flight.values()])
             raise
         finally:
             if tasks:
@@ -347,21 +364,23 @@ class _Loop:
                     self.record.stage_seconds.get(stage, 0) + time.monotonic() - stage_started, 2)
         return all(t.status == ChunkStatus.SUCCEEDED for t in tasks)
 
-    def _finish(self, task: TaskRecord, result, tries, not_before, queue) -> None:
+    def _finish(self, task: TaskRecord, result: TaskResult, tries: dict[str, int], not_before: dict[str, float],
+                queue: list[TaskRecord]) -> None:
         common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
-                      session_seconds=result.session_seconds,
-                      metrics={k: v for k, v in result.details.items() if k not in ("summary", "cancelled")})
+                      session_seconds=result.outcome.session_seconds if result.outcome else None,
+                      metrics=result.metrics())
         if result.ok:
-            self.summary = result.details.get("summary") or self.summary
+            if result.outcome and result.outcome.summary is not None:
+                self.summary = result.outcome.summary
             task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
             self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
-        elif tries[task.task_id] <= self.request.retries and not result.details.get("cancelled"):
-            wait = self._backoff(tries[task.task_id])
+        elif tries[task.task_id] <= self.request.retries and not result.cancelled:
+            wait = self.retry.delay(tries[task.task_id])
             not_before[task.task_id] = time.monotonic() + wait
             task.move(ChunkStatus.PENDING, error=result.error, **common)
             queue.append(task)
             self._event(task, f"  {task.task_id}: attempt {task.attempts} failed ({result.error}); retry in {wait:.1f}s")
         else:
-            final = ChunkStatus.CANCELLED if result.details.get("cancelled") else ChunkStatus.FAILED
+            final = ChunkStatus.CANCELLED if result.cancelled else ChunkStatus.FAILED
             task.move(final, error=result.error, **common)
             self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s): {result.error}")

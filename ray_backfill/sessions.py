@@ -13,13 +13,14 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Iterable, Iterator
 
-from ray_backfill.config import JARS_DIR, JVM_MANIFEST, CatalogConfig, Settings, SparkConfig
-from ray_backfill.errors import ConfigError, StageError, WarehouseError
+from jobs.config import CatalogConfig, Settings, SparkConfig
+from jobs.errors import ConfigError, StageError, WarehouseError
+from ray_backfill.jars import manifest_jars
 
 log = logging.getLogger(__name__)
+
 
 # Java 17 closes these packages; Spark and RayDP reach into them (RayDP's own test settings).
 ADD_OPENS = " ".join(
@@ -30,23 +31,6 @@ ADD_OPENS = " ".join(
         "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
     )
 )
-
-
-def manifest_jars(jars_dir: Path = JARS_DIR, manifest: Path = JVM_MANIFEST) -> list[str]:
-    """Absolute paths of the manifest's jars, which `make setup` resolved once into `jars_dir`."""
-    jars = []
-    for line in manifest.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        _group, artifact, version = line.split(":")
-        jar = jars_dir / f"{artifact}-{version}.jar"
-        if not jar.is_file():
-            raise ConfigError(
-                f"JVM dependency {line} is missing at {jar}; run `make setup` (cluster/fetch_jars.sh)"
-            )
-        jars.append(str(jar))
-    return jars
 
 
 def ensure_warehouse(catalog: CatalogConfig) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_backfill.config import CatalogConfig, Settings, SparkConfig
+from jobs.config import CatalogConfig, Settings, SparkConfig
 
 
 @pytest.fixture(scope="session")

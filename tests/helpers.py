@@ -133,7 +133,7 @@ def attach_catalog(spark, warehouse: Path, name: str, **catalog_fields):
     Iceberg's JDBC catalog keys its tables by catalog name, so `name` must be the name the run
     used (`--catalog-name`); each test's run picks its own so they can share one session.
     """
-    from ray_backfill.config import CatalogConfig
+    from jobs.config import CatalogConfig
     from ray_backfill.sessions import catalog_conf
 
     catalog = CatalogConfig(name=name, warehouse=str(warehouse), **catalog_fields)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.entry import run_stage
 from ray_backfill.cli import main as cli_main
 
 
@@ -33,8 +32,8 @@ def _lines(tmp_path, name, lines):
 GOOD_LOC = '{"location_key": "hanoi", "location_name": "Hanoi", "latitude": 21.0, "longitude": 105.8, "timezone": "Asia/Ho_Chi_Minh"}'
 
 
-@pytest.mark.parametrize("entry", [lambda a: cli_main(["run", *a]), lambda a: run_stage("bronze", a)],
-                         ids=["ray-backfill run", "python -m jobs.bronze"])
+@pytest.mark.parametrize("entry", [lambda a: cli_main(["run", *a]), lambda a: cli_main(["stage", "bronze", *a])],
+                         ids=["ray-backfill run", "ray-backfill stage bronze"])
 @pytest.mark.parametrize(
     "case, argv_fn, expect",
     [
@@ -72,8 +71,8 @@ def test_bad_input_is_one_line_and_exit_1(entry, case, argv_fn, expect, warehous
 
 
 def test_hadoop_catalog_on_local_fs_with_several_writers_is_refused(tmp_path):
-    from ray_backfill.config import CatalogConfig
-    from ray_backfill.errors import ConfigError
+    from jobs.config import CatalogConfig
+    from jobs.errors import ConfigError
     from ray_backfill.sessions import check_writers
 
     catalog = CatalogConfig(kind="hadoop", warehouse=str(tmp_path))
@@ -101,8 +100,8 @@ def test_hadoop_catalog_on_local_fs_with_several_writers_is_refused(tmp_path):
     ],
 )
 def test_catalogs_one_host_cannot_share_are_refused_on_a_multi_host_cluster(kind, uri, warehouse, hosts, refused):
-    from ray_backfill.config import CatalogConfig
-    from ray_backfill.errors import ConfigError
+    from jobs.config import CatalogConfig
+    from jobs.errors import ConfigError
     from ray_backfill.sessions import check_cluster_catalog
 
     catalog = CatalogConfig(kind=kind, uri=uri, warehouse=warehouse)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.errors import ConfigError
 from ray_backfill.cli import _parser
-from ray_backfill.errors import ConfigError
 from ray_backfill.options import add_options, resolve
 from ray_backfill.sessions import check_writers
 

@@ -13,10 +13,10 @@ import time
 import httpx
 import pytest
 
+from jobs.config import DATA_DIR, PROJECT_ROOT
 from jobs.inputs import load_locations
 from jobs.sources.fake_server import LIMIT_REASONS, FakeOpenMeteoServer
 from jobs.sources.synthetic import SyntheticSource
-from ray_backfill.config import DATA_DIR, PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from jobs.errors import ConfigError, DateRangeError
 from jobs.gold import (
     build_dim_date,
     build_dim_location,
@@ -28,7 +29,6 @@ from jobs.tables import (
     FACT_HOURLY,
     SILVER,
 )
-from ray_backfill.errors import ConfigError, DateRangeError
 
 pytestmark = pytest.mark.spark
 
@@ -47,7 +47,7 @@ def collected(ts: datetime) -> datetime:
 
 
 def category(aqi: int | None) -> str | None:
-    """PIPELINE.md's aqi_category bands, so test rows stay consistent with their aqi."""
+    """The aqi_category bands of docs/tables.md#aqi, so test rows stay consistent with their aqi."""
     if aqi is None:
         return None
     return next((name for top, name in _BANDS if aqi <= top), "hazardous")
@@ -75,13 +75,13 @@ def silver_row(location_key: str = "lyon", ts: datetime = DAY, aqi: int | None =
 
 def silver_df(spark, rows: list[dict]):
     return spark.createDataFrame(
-        [tuple(row.get(name) for name in SILVER.column_names) for row in rows], SILVER.columns
+        [tuple(row.get(name) for name in SILVER.column_names) for row in rows], SILVER.ddl()
     )
 
 
 def assert_matches_spec(spark, df, spec) -> None:
     """Same column names, order and types as the table's DDL."""
-    expected = spark.createDataFrame([], spec.columns).schema
+    expected = spark.createDataFrame([], spec.ddl()).schema
     assert [(f.name, f.dataType) for f in df.schema] == [(f.name, f.dataType) for f in expected]
 
 

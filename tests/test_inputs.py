@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from jobs.config import DATA_DIR
+from jobs.errors import InputError, InputFileError
 from jobs.inputs import POLLUTANT_CODES, load_locations, load_pollutants
-from ray_backfill.config import DATA_DIR
-from ray_backfill.errors import InputError, InputFileError
 
 HANOI = {"location_key": "hanoi", "location_name": "Hanoi", "latitude": 21.0278, "longitude": 105.8342,
          "timezone": "Asia/Ho_Chi_Minh"}

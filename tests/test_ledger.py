@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ray_backfill.ledger import (ChunkStatus, IllegalTransition, RunLedger, RunRecord, TaskRecord,
-                                  s3_options)
+from ray_backfill.ledger import (
+    ChunkStatus,
+    IllegalTransition,
+    RunLedger,
+    RunRecord,
+    TaskRecord,
+    s3_options,
+)
 
 
 def test_terminal_states():
@@ -52,9 +58,10 @@ def _cli_args(*argv: str):
 
 def _run_ledger(*argv: str) -> RunLedger:
     """The ledger `run` writes, from its flags as the CLI parses them."""
-    from ray_backfill.runner import build_request, ledger_for
+    from ray_backfill.ledger import open_ledger
+    from ray_backfill.runner import build_request
 
-    return ledger_for(build_request(_cli_args("run", *RUN_ARGS, *argv)).settings.catalog)
+    return open_ledger(build_request(_cli_args("run", *RUN_ARGS, *argv)).settings.catalog)
 
 
 def _found_ledgers(*argv: str) -> list[RunLedger]:
@@ -66,7 +73,7 @@ def _found_ledgers(*argv: str) -> list[RunLedger]:
 
 
 def test_local_warehouse_keeps_the_ledger_under_it(tmp_path, monkeypatch):
-    from ray_backfill.config import CatalogConfig
+    from jobs.config import CatalogConfig
     from ray_backfill.ledger import ledger_location
 
     monkeypatch.chdir(tmp_path)
@@ -81,7 +88,12 @@ def test_local_warehouse_keeps_the_ledger_under_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize("given", ["flag", "env", "config file"])
 def test_ledger_dir_is_where_run_status_and_resume_look(given, tmp_path, monkeypatch, capsys):
     from ray_backfill.cli import main
-    from ray_backfill.runner import build_request, ledger_for_args, new_record, resume_command
+    from ray_backfill.runner import (
+        build_request,
+        ledger_for_args,
+        new_record,
+        resume_command,
+    )
 
     ledgers = tmp_path / "shared" / "runs"
     argv = ["--warehouse", "hdfs://nn:8020/wh"]  # a warehouse that cannot hold the ledger itself
@@ -124,7 +136,7 @@ def test_hdfs_warehouse_without_ledger_dir_is_one_line_naming_it_and_the_flag(ar
 def test_file_uri_ledger_dir_goes_through_pyarrow(tmp_path):
     from pyarrow.fs import LocalFileSystem
 
-    from ray_backfill.config import CatalogConfig
+    from jobs.config import CatalogConfig
     from ray_backfill.ledger import open_ledger
 
     uri = (tmp_path / "ledgers").as_uri()
@@ -151,15 +163,14 @@ def test_file_uri_ledger_dir_goes_through_pyarrow(tmp_path):
 
 
 def test_s3a_warehouse_keeps_the_ledger_in_its_bucket_through_pyarrow_s3(monkeypatch):
+    from ray_backfill.ledger import open_ledger
     from ray_backfill.options import resolve
-
-    from ray_backfill.runner import ledger_for
 
     for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(var, raising=False)
     args = _cli_args("status", "--config", str(Path(__file__).parent.parent / "cluster" / "warehouse-s3.toml"))
     settings, _ = resolve(args, {})
-    ledger = ledger_for(settings.catalog)  # builds the file system only: S3 is not contacted
+    ledger = open_ledger(settings.catalog)  # builds the file system only: S3 is not contacted
     assert ledger.root == "s3a://lakehouse/warehouse/_ray_backfill/runs"
     assert ledger.filesystem.type_name == "s3" and ledger.filesystem.region == "us-east-1"
     assert ledger.path("RUN") == "s3a://lakehouse/warehouse/_ray_backfill/runs/RUN/ledger.json"

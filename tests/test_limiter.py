@@ -12,13 +12,20 @@ import time
 
 import pytest
 
+from jobs.config import DATA_DIR, SourceConfig
+from jobs.errors import ConfigError
 from jobs.inputs import load_locations
 from jobs.sources import HOURLY_VARIABLES
 from jobs.sources.fake_server import FakeOpenMeteoServer
-from jobs.sources.limits import PROFILES, LocalThrottle, RateLimiter, SourceLimits, estimate_seconds, profile_limits
+from jobs.sources.limits import (
+    PROFILES,
+    LocalThrottle,
+    RateLimiter,
+    SourceLimits,
+    estimate_seconds,
+    profile_limits,
+)
 from jobs.sources.openmeteo import OpenMeteoClient, request_weight
-from ray_backfill.config import DATA_DIR, SourceConfig
-from ray_backfill.errors import ConfigError
 
 
 class Clock:

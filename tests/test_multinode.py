@@ -24,7 +24,14 @@ import pytest
 
 from jobs.tables import BRONZE, FACT_DAILY, SILVER
 from tests.helpers import (
-    MARKER_ENV, ROOT, attach_catalog, marked_processes, read_ledger, run_cli_marked, run_id_from, wait_marked_gone,
+    MARKER_ENV,
+    ROOT,
+    attach_catalog,
+    marked_processes,
+    read_ledger,
+    run_cli_marked,
+    run_id_from,
+    wait_marked_gone,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]

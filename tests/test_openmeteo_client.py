@@ -14,13 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.config import DATA_DIR, SourceConfig
+from jobs.errors import SourceError, SourceRequestError, SourceUnavailable
 from jobs.inputs import Location, load_locations
-from jobs.sources import BRONZE_SOURCE_COLUMNS, HOURLY_VARIABLES, responses_to_frame, variables_for
+from jobs.sources import (
+    BRONZE_SOURCE_COLUMNS,
+    HOURLY_VARIABLES,
+    responses_to_frame,
+    variables_for,
+)
 from jobs.sources.fake_server import FakeOpenMeteoServer
 from jobs.sources.openmeteo import OpenMeteoClient, request_weight
 from jobs.sources.synthetic import SyntheticSource
-from ray_backfill.config import DATA_DIR, SourceConfig
-from ray_backfill.errors import SourceError, SourceRequestError, SourceUnavailable
 
 START, END = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 KEY = "s3cr3t-KEY-4242"

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from ray_backfill.config import settings_from_dict, settings_to_dict
-from ray_backfill.errors import ConfigError
+from jobs.config import settings_from_dict, settings_to_dict
+from jobs.errors import ConfigError
 from ray_backfill.options import add_options, resolve
 
 

@@ -1,4 +1,4 @@
-"""The plan is pure data: chunk edges, ids, remaining chunks."""
+"""The plan is pure data: chunk edges and ids."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from ray_backfill.errors import DateRangeError
-from ray_backfill.plan import Chunk, DateRange, plan_chunks, remaining_chunks
+from jobs.dates import Chunk, DateRange
+from jobs.errors import DateRangeError
+from ray_backfill.plan import plan_chunks
 
 D = dt.date
 
@@ -67,9 +68,3 @@ def test_chunk_is_half_open_and_round_trips():
     assert Chunk.from_json(chunk.to_json()) == chunk
     with pytest.raises(DateRangeError):
         Chunk(D(2024, 1, 2), D(2024, 1, 2))
-
-
-def test_remaining_chunks_keeps_plan_order():
-    chunks = plan_chunks(DateRange.parse("2024-01-01", "2024-04-30"))
-    left = remaining_chunks(chunks, {"2024-02", "2024-04"})
-    assert [c.chunk_id for c in left] == ["2024-01", "2024-03"]

@@ -12,10 +12,17 @@ from urllib.parse import urlparse
 
 import pytest
 
+from jobs.config import CatalogConfig, Settings
 from jobs.tables import ALL_TABLES, BRONZE, FACT_DAILY, SILVER
-from ray_backfill.config import CatalogConfig, Settings
-from ray_backfill.sessions import manifest_jars, spark_conf
-from tests.helpers import attach_catalog, read_ledger, run_cli_marked, run_id_from, wait_marked_gone
+from ray_backfill.jars import manifest_jars
+from ray_backfill.sessions import spark_conf
+from tests.helpers import (
+    attach_catalog,
+    read_ledger,
+    run_cli_marked,
+    run_id_from,
+    wait_marked_gone,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 

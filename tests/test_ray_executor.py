@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,7 +14,14 @@ from pyspark.sql import functions as F
 
 from jobs.tables import BRONZE, FACT_DAILY, SILVER
 from tests.helpers import (
-    attach_catalog, checksums, java_and_workers, our_processes, read_ledger, run_cli, run_id_from, wait_gone,
+    attach_catalog,
+    checksums,
+    java_and_workers,
+    our_processes,
+    read_ledger,
+    run_cli,
+    run_id_from,
+    wait_gone,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
@@ -186,8 +193,8 @@ def _wait_for_worker(task_id: str, output: list[str], timeout: float = 240) -> p
     while time.monotonic() < deadline:
         for proc in our_processes("ray_backfill.worker"):
             try:
-                task = json.loads(Path(proc.cmdline()[-1]).read_text())
-            except (OSError, ValueError, psutil.Error):
+                task = json.loads(Path(proc.cmdline()[-1]).read_text())["task"]
+            except (OSError, ValueError, KeyError, psutil.Error):
                 continue
             if task["task_id"] == task_id:
                 return proc

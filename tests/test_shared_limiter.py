@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from jobs.config import DATA_DIR
 from jobs.inputs import load_locations
 from jobs.sources.fake_server import FakeOpenMeteoServer
-from ray_backfill.config import DATA_DIR
 from tests.helpers import java_and_workers, read_ledger, run_cli, run_id_from, wait_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]

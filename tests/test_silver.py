@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from jobs.errors import DateRangeError
 from jobs.silver import build_silver
-from jobs.tables import BRONZE, CONCENTRATIONS, SILVER
-from ray_backfill.errors import DateRangeError
+from jobs.tables import BRONZE, POLLUTANT_CODES, SILVER
 
 pytestmark = pytest.mark.spark
 
@@ -49,7 +49,7 @@ def bronze_row(h: int, location: str = "lyon", ingested: int = 0, chunk: str = "
 
 def bronze_df(spark, rows):
     # Aware UTC datetimes: pyspark reads naive ones in the process's local time zone.
-    return spark.createDataFrame([tuple(r[c] for c in BRONZE.column_names) for r in rows], BRONZE.columns)
+    return spark.createDataFrame([tuple(r[c] for c in BRONZE.column_names) for r in rows], BRONZE.ddl())
 
 
 def silver_rows(spark, rows, start: int = 24, end: int = 25) -> dict:
@@ -68,7 +68,7 @@ def test_columns_types_and_one_row_per_hour(spark):
     rows = [bronze_row(h, pm25=5.0) for h in range(20, 27)] + [bronze_row(24, ingested=-10, pm25=7.0)]
     out = build_silver(bronze_df(spark, rows), naive(24), naive(26), RUN_ID)
     assert out.columns == SILVER.column_names
-    expected_types = [part.strip().split(None, 1)[1].lower() for part in SILVER.columns.split(",")]
+    expected_types = [f.type.lower() for f in SILVER.fields]
     assert [f.dataType.simpleString() for f in out.schema.fields] == expected_types
     # Hours 24 and 25 only: 20–23 are look-back, 26 is the (open) end.
     assert out.count() == 2
@@ -176,7 +176,7 @@ def test_gases_use_their_averaging_times(spark):
 
 
 def test_completeness_and_time_keys(spark):
-    full = {c: 1.0 for c in CONCENTRATIONS}
+    full = {c: 1.0 for c in POLLUTANT_CODES}
     rows = [bronze_row(24, **full), bronze_row(37, **dict(full, pm25=None, dust=None, co2=None))]
     rows += [bronze_row(47, pm10=5.0)]
     out = silver_rows(spark, rows, start=24, end=48)

@@ -1,21 +1,19 @@
-"""Each stage runs on its own: `python -m jobs.<stage>`, in a fresh session that leaves no JVM."""
+"""Each stage runs on its own: `ray-backfill stage <stage>`, in a fresh session that leaves no JVM."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from jobs.tables import BRONZE, FACT_DAILY, SILVER
-from tests.helpers import ROOT, attach_catalog, java_and_workers, wait_gone
+from tests.helpers import CLI, ROOT, attach_catalog, java_and_workers, wait_gone
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
 
 def _stage(stage: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"jobs.{stage}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([*CLI, "stage", stage, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def test_stages_run_standalone_in_order(spark, tmp_path):

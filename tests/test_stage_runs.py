@@ -7,12 +7,12 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.config import PipelineConfig
 from jobs.context import load_inputs
+from jobs.dates import Chunk
 from jobs.inspect import table_checksum
-from jobs.stages import run_stage_range
 from jobs.tables import ALL_TABLES, BRONZE, FACT_EPISODE, SILVER
-from ray_backfill.config import PipelineConfig
-from ray_backfill.plan import Chunk
+from jobs.tasks import Task, run_task, warm_session
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -25,7 +25,8 @@ def _inputs(keys=KEYS):
 
 
 def _run(spark, settings, stage, chunk, inputs, run_id="r1"):
-    return run_stage_range(stage, spark, settings, chunk, inputs, run_id)
+    task = Task(f"{stage}-{chunk.chunk_id}", stage, chunk, 1, run_id)
+    return run_task(task, settings, inputs, warm_session(spark)).tables
 
 
 def _checksums(spark, settings, where=None):
@@ -108,7 +109,7 @@ def test_chunked_run_equals_whole_run(spark, fresh_settings, tmp_path):
 
 
 def test_a_second_session_in_one_process_is_refused_and_the_first_survives(spark, spark_settings):
-    from ray_backfill.errors import StageError
+    from jobs.errors import StageError
     from ray_backfill.sessions import spark_session
 
     with pytest.raises(StageError, match="already running in this process"):

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.config import DATA_DIR
 from jobs.inputs import load_locations
 from jobs.sources import BRONZE_SOURCE_COLUMNS, HOURLY_VARIABLES, responses_to_frame
 from jobs.sources.synthetic import SyntheticSource, grid_cell, hours
-from ray_backfill.config import DATA_DIR
 
 LATER = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 JAN = (dt.date(2024, 1, 1), dt.date(2024, 1, 31))

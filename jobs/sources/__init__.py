@@ -13,8 +13,9 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs.inputs import POLLUTANT_CODES, Location
-from ray_backfill.errors import InputError, SourceError
+from jobs.errors import InputError, SourceError
+from jobs.inputs import Location
+from jobs.tables import AQI_COLUMNS, BRONZE, POLLUTANT_CODES, VOLATILE_COLUMNS
 
 # Open-Meteo's hourly variables we ask for, in the order requests and columns use them.
 HOURLY_VARIABLES = (
@@ -72,14 +73,8 @@ VARIABLE_UNITS = {
     **{v: "USAQI" for v in HOURLY_VARIABLES if v.startswith("us_aqi")},
 }
 
-AQI_COLUMNS = ("aqi", "aqi_pm25", "aqi_pm10", "aqi_no2", "aqi_o3", "aqi_so2", "aqi_co")
-CONCENTRATION_COLUMNS = ("pm25", "pm10", "o3", "no2", "so2", "co", "aod", "dust", "uv_index", "co2")
-BRONZE_SOURCE_COLUMNS = (
-    ("location_key", "ts_utc", "date_utc", "latitude", "longitude")
-    + AQI_COLUMNS
-    + CONCENTRATION_COLUMNS
-    + ("model_domain", "source")
-)
+# The bronze columns a source's answer fills; bronze adds the lineage columns when it writes.
+BRONZE_SOURCE_COLUMNS = tuple(c for c in BRONZE.column_names if c not in VOLATILE_COLUMNS)
 
 _COLUMN_TO_VARIABLE = {column: variable for variable, column in VARIABLE_TO_COLUMN.items()}
 # A pollutant needs its concentration and, where Open-Meteo computes one, its US AQI sub-index.
@@ -94,6 +89,14 @@ class Source(Protocol):
 
     # "synthetic" or "open-meteo"; lands in bronze's `source` column
     name: str
+    # the model domain its values come from; lands in bronze's `model_domain` column
+    model_domain: str
+    # what the source was asked and answered (ClientStats for HTTP), None where nothing is counted
+    stats: object | None
+
+    def close(self) -> None:
+        """Release connections; the source is not used afterwards."""
+        ...
 
     def fetch(self, locations: Sequence[Location], start: dt.date, end: dt.date, variables: Sequence[str]) -> list[dict]:
         """One Open-Meteo-shaped response object per location, in order; `end` is inclusive."""
@@ -141,7 +144,7 @@ def responses_to_frame(
         frame["latitude"], frame["longitude"] = merged.pop("latitude"), merged.pop("longitude")
         for column in AQI_COLUMNS:
             frame[column] = pd.Series(np.round(merged[column])).astype("Int32")
-        for column in CONCENTRATION_COLUMNS:
+        for column in POLLUTANT_CODES:
             frame[column] = merged[column]
     frame = frame[frame["ts_utc"] <= cutoff].reset_index(drop=True)
     frame["model_domain"] = pd.Series([model_domain] * len(frame), dtype=object)
@@ -176,7 +179,7 @@ def _parse_response(response: dict, location: Location, source_name: str) -> dic
         "latitude": np.full(n, float(lat)),
         "longitude": np.full(n, float(lon)),
     }
-    for column in AQI_COLUMNS + CONCENTRATION_COLUMNS:
+    for column in AQI_COLUMNS + POLLUTANT_CODES:
         variable = _COLUMN_TO_VARIABLE[column]
         values = hourly.get(variable)
         if values is None:
@@ -204,6 +207,6 @@ def _empty_frame() -> pd.DataFrame:
     )
     for column in AQI_COLUMNS:
         frame[column] = pd.Series([], dtype="Int32")
-    for column in CONCENTRATION_COLUMNS:
+    for column in POLLUTANT_CODES:
         frame[column] = pd.Series([], dtype=float)
     return frame

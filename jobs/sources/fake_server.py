@@ -437,8 +437,8 @@ def _handler_for(server: FakeOpenMeteoServer) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until Ctrl-C."""
+    from jobs.config import DATA_DIR
     from jobs.inputs import load_locations
-    from ray_backfill.config import DATA_DIR
 
     parser = argparse.ArgumentParser(prog="python -m jobs.sources.fake_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """A source's limits, and the one limiter that keeps every chunk of a run inside them.
 
-The model is Open-Meteo's (FACTS.md): weighted calls per minute, hour and day, and requests in
+The model is Open-Meteo's (docs/operations.md#open-meteo): weighted calls per minute, hour and day, and requests in
 flight. `RateLimiter` grants *leases*: a lease holds one in-flight slot until it is released or
 expires (a chunk that died without releasing cannot leak its slot), and its weight is charged
 to every window at grant time, because the API counts failed calls too. Windows slide, so the
@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from ray_backfill.errors import ConfigError
+from jobs.errors import ConfigError
 
 _WINDOWS = (("per_minute", 60.0), ("per_hour", 3600.0), ("per_day", 86400.0))
 

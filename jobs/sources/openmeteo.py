@@ -23,10 +23,16 @@ from typing import Callable, Sequence
 
 import httpx
 
+from jobs.config import SourceConfig
+from jobs.errors import (
+    DateRangeError,
+    InputError,
+    SourceError,
+    SourceRequestError,
+    SourceUnavailable,
+)
 from jobs.inputs import Location
 from jobs.sources.limits import Throttle
-from ray_backfill.config import SourceConfig
-from ray_backfill.errors import DateRangeError, InputError, SourceError, SourceRequestError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,11 @@ class OpenMeteoClient:
             concurrency=cfg.request_concurrency, throttle=throttle,
             domains=cfg.domains, cell_selection=cfg.cell_selection,
         )
+
+    @property
+    def model_domain(self) -> str:
+        """Open-Meteo answers for the domain asked for (`domains`); its response does not say."""
+        return self.domains
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"

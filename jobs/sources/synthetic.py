@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
+from jobs.errors import DateRangeError, InputError
 from jobs.inputs import Location
 from jobs.sources import HOURLY_VARIABLES, VARIABLE_UNITS
-from ray_backfill.errors import DateRangeError, InputError
 
 # CAMS global, which answers outside Europe, is a 0.4° grid.
 GRID_STEP_DEG = 0.4
@@ -82,9 +82,15 @@ class SyntheticSource:
     """Deterministic Open-Meteo look-alike: the same (seed, location, hour) always gives the same values."""
 
     name = "synthetic"
+    # the synthetic source is its own model domain
+    model_domain = "synthetic"
+    stats = None
 
     def __init__(self, seed: int = 7):
         self.seed = int(seed)
+
+    def close(self) -> None:
+        """Nothing to release: no connections."""
 
     def __repr__(self) -> str:
         return f"SyntheticSource(seed={self.seed})"

@@ -1,56 +1,108 @@
-"""What the scheduling loop needs from an executor: start tasks, wait for results, cancel."""
+"""What the scheduling loop needs from an executor: start attempts, wait for results, cancel."""
 
 from __future__ import annotations
 
+import abc
 import threading
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ray_backfill.plan import Chunk
+from jobs.errors import BackfillError
+from jobs.tasks import Task, TaskOutcome
 
-
-@dataclass(frozen=True)
-class Task:
-    """One attempt of one task: a bronze chunk, or a whole-range stage (prepare, silver, gold)."""
-
-    task_id: str
-    stage: str
-    chunk: Chunk
-    attempt: int
+if TYPE_CHECKING:
+    from ray_backfill.ledger import RunRecord, TaskRecord
 
 
 @dataclass
 class TaskResult:
-    """How an attempt ended; `error` is one line when `ok` is False."""
+    """How an attempt ended: `outcome` when it succeeded, else `error` (one line).
+
+    `cancelled` says the attempt was stopped on purpose (cancel, Ctrl-C), not failed: it is not
+    retried. `seconds` is the attempt's wall time; `started_at`/`ended_at` its span (epoch seconds).
+    """
 
     ok: bool
-    rows: int = 0
-    seconds: float = 0.0
+    outcome: TaskOutcome | None = None
     error: str | None = None
+    cancelled: bool = False
+    seconds: float = 0.0
     node_id: str | None = None
     peak_rss_mb: float | None = None
-    session_seconds: float | None = None
-    details: dict = field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.outcome.rows if self.outcome else 0
+
+    def metrics(self) -> dict:
+        """The attempt's phase seconds, spans and source counters, as the ledger keeps them."""
+        data: dict = {"started_at": self.started_at, "ended_at": self.ended_at}
+        if self.outcome is not None:
+            o = self.outcome
+            data.update(fetch_seconds=o.fetch_seconds, write_seconds=o.write_seconds, stop_seconds=o.stop_seconds,
+                        phases=o.phases, tables=o.tables, source_stats=o.source_stats)
+        return {k: v for k, v in data.items() if v is not None and v != {}}
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "outcome": self.outcome.to_json() if self.outcome else None, "error": self.error,
+                "cancelled": self.cancelled, "seconds": self.seconds, "node_id": self.node_id,
+                "peak_rss_mb": self.peak_rss_mb, "started_at": self.started_at, "ended_at": self.ended_at}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TaskResult":
+        data = dict(data)
+        outcome = data.pop("outcome", None)
+        return cls(outcome=TaskOutcome.from_json(outcome) if outcome else None, **data)
 
 
-class Executor(Protocol):
-    """Runs tasks; the loop in `ray_backfill.runner` decides what, when, and how often."""
+def error_line(exc: BaseException) -> str:
+    """An attempt's error as one line: the project's own message, else the exception's type and first line."""
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else type(exc).__name__
+    if not isinstance(exc, BackfillError) and text:
+        message = f"{type(exc).__name__}: {message}"
+    return message[:500]
 
-    name: str
-    slots: int  # attempts in flight at most
 
-    def __enter__(self) -> "Executor": ...
+Handle = TypeVar("Handle")
 
-    def __exit__(self, *exc) -> None: ...
 
-    def start(self, task: Task) -> object:
-        """Start an attempt; returns a handle."""
+class Executor(abc.ABC, Generic[Handle]):
+    """Runs task attempts; the loop in `ray_backfill.runner` decides what, when, and how often.
 
-    def wait(self, handles: list[object], timeout_s: float) -> list[tuple[object, TaskResult]]:
+    An executor is a context manager: resources (a Ray connection, a warm session) live between
+    `__enter__` and `__exit__`. `slots` is how many attempts may be in flight at once.
+    """
+
+    name: str = "executor"
+    slots: int = 1
+
+    def __enter__(self) -> "Executor[Handle]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @abc.abstractmethod
+    def start(self, task: Task) -> Handle:
+        """Start an attempt; returns its handle."""
+
+    @abc.abstractmethod
+    def wait(self, handles: list[Handle], timeout_s: float) -> list[tuple[Handle, TaskResult]]:
         """The handles that finished within `timeout_s`, with their results."""
 
-    def cancel(self, handles: list[object]) -> None:
+    @abc.abstractmethod
+    def cancel(self, handles: list[Handle]) -> None:
         """Stop these attempts; their processes are gone when this returns."""
+
+    def observe(self, record: "RunRecord", task: "TaskRecord") -> None:
+        """Called after every state change the ledger saw (e.g. to export metrics)."""
+
+    def limiter_snapshot(self) -> dict | None:
+        """The run's source limiter: its limits and what it granted; None without one."""
+        return None
 
 
 def tree_rss_mb(pid: int) -> float:

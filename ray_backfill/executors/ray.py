@@ -1,7 +1,7 @@
 """The Ray executor: every task runs in a fresh process, supervised by a named Ray actor.
 
 The actor (`bronze-2024-01`, `silver`, …, visible in the dashboard) holds no CPU — the chunk's
-Spark executors need them (FACTS.md: supervisors with CPUs deadlock a small cluster). It starts
+Spark executors need them (docs/operations.md#raydp: supervisors with CPUs deadlock a small cluster). It starts
 `python -m ray_backfill.worker` on its node; that process is its own Ray driver in its own
 namespace and builds one RayDP session. The actor enforces the timeout, measures the process
 tree's peak RSS, and kills the tree on timeout or cancel. The worker also dies with its actor
@@ -28,15 +28,16 @@ from typing import Mapping, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ray_backfill.config import Settings, secret_env, settings_to_dict
-from ray_backfill.executors.base import Task, TaskResult, tree_rss_mb
+from jobs.config import Settings, secret_env, settings_to_dict
+from jobs.tasks import Task
+from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
 from ray_backfill.limiter import lease_holder
 from ray_backfill.sessions import check_cluster_catalog
 from ray_backfill.worker import SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
-CHUNK_MEMORY_MB = 1800  # measured ≈ 1.5 GiB per RayDP chunk session (FACTS.md) plus headroom
+CHUNK_MEMORY_MB = 1800  # measured ≈ 1.5 GiB per RayDP chunk session (docs/operations.md#raydp) plus headroom
 
 
 def _tree(pid: int):
@@ -74,10 +75,11 @@ class ChunkSupervisor:
         self._proc: subprocess.Popen | None = None
         self._cancelled = threading.Event()
 
-    def run(self, task: dict, env: dict, timeout_s: float | None) -> dict:
+    def run(self, payload: dict, env: dict, timeout_s: float | None) -> TaskResult:
+        task = payload["task"]
         workdir = Path(tempfile.mkdtemp(prefix=f"rbf-{task['task_id']}-"))
-        task = {**task, "result_path": str(workdir / "result.json")}
-        (workdir / "task.json").write_text(json.dumps(task))
+        payload = {**payload, "result_path": str(workdir / "result.json")}
+        (workdir / "task.json").write_text(json.dumps(payload))
         started = time.monotonic()
         node_id = ray.get_runtime_context().get_node_id()
         print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]}", flush=True)
@@ -101,16 +103,18 @@ class ChunkSupervisor:
                 _kill_tree(self._proc)
                 break
             time.sleep(0.25)
-        seconds = round(time.monotonic() - started, 2)
-        result_file = Path(task["result_path"])
-        base = {"node_id": node_id, "peak_rss_mb": round(peak, 1), "seconds": seconds}
+        result_file = Path(payload["result_path"])
         if outcome:
-            return {**base, "ok": False, "error": outcome, "cancelled": outcome == "cancelled"}
-        if result_file.is_file():
-            return {**base, **json.loads(result_file.read_text()), "seconds": seconds}
-        code = self._proc.returncode
-        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} and no result"
-        return {**base, "ok": False, "error": f"chunk process {why}"}
+            result = TaskResult(ok=False, error=outcome, cancelled=outcome == "cancelled")
+        elif result_file.is_file():
+            result = TaskResult.from_json(json.loads(result_file.read_text()))
+        else:
+            code = self._proc.returncode
+            why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} and no result"
+            result = TaskResult(ok=False, error=f"chunk process {why}")
+        result.node_id, result.peak_rss_mb = node_id, round(peak, 1)
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -124,7 +128,7 @@ class _Attempt:
     node_id: str | None = None  # the node it was placed on
 
 
-class RayExecutor:
+class RayExecutor(Executor[_Attempt]):
     """Fans tasks out to named supervisor actors; at most `slots` attempts in flight."""
 
     name = "ray"
@@ -198,11 +202,7 @@ class RayExecutor:
         self._metrics.observe(self.run_id, record, task)
 
     def _task_payload(self, task: Task) -> dict:
-        return {
-            "task_id": task.task_id, "stage": task.stage, "chunk": task.chunk.to_json(), "attempt": task.attempt,
-            "run_id": self.run_id, "settings": settings_to_dict(self.settings),
-            "limiter": self._limiter_ref,
-        }
+        return {"task": task.to_json(), "settings": settings_to_dict(self.settings), "limiter": self._limiter_ref}
 
     def limiter_snapshot(self) -> dict | None:
         """The shared limiter's limits and counters, for the run report."""
@@ -243,16 +243,16 @@ class RayExecutor:
         for ref in ready:
             attempt = by_ref[ref]
             try:
-                data = ray.get(ref)
+                result = ray.get(ref)
             except Exception as exc:  # the supervisor itself died (node lost, killed)
-                data = {"ok": False, "error": f"supervisor of {attempt.task.task_id} died: {type(exc).__name__}"}
+                result = TaskResult(ok=False, error=f"supervisor of {attempt.task.task_id} died: {type(exc).__name__}")
             with contextlib.suppress(Exception):
                 ray.kill(attempt.actor)
             self._done(attempt)
-            if self._limiter is not None and not data.get("ok"):
+            if self._limiter is not None and not result.ok:
                 # a chunk that died mid-request holds leases nobody will release
                 self._limiter.release_holder.remote(lease_holder(attempt.task.task_id, attempt.task.attempt))
-            out.append((attempt, _to_result(data)))
+            out.append((attempt, result))
         return out
 
     def cancel(self, handles: list[_Attempt]) -> None:
@@ -309,12 +309,3 @@ def _cpu_nodes() -> list[str]:
 def node_hosts() -> list[str]:
     """The address of every alive node of the connected cluster (several nodes may share one)."""
     return [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
-
-
-def _to_result(data: dict) -> TaskResult:
-    known = {"ok", "rows", "seconds", "error", "node_id", "peak_rss_mb", "session_seconds"}
-    return TaskResult(
-        ok=bool(data.get("ok")), rows=int(data.get("rows") or 0), seconds=float(data.get("seconds") or 0),
-        error=data.get("error"), node_id=data.get("node_id"), peak_rss_mb=data.get("peak_rss_mb"),
-        session_seconds=data.get("session_seconds"), details={k: v for k, v in data.items() if k not in known},
-    )

@@ -7,12 +7,15 @@
     │   └── ConfigError           an unusable or unsafe configuration
     ├── WarehouseError            the warehouse or catalog cannot be used
     ├── SourceError               the data source failed
-    │   ├── SourceRequestError    the source refused the request (HTTP 400/401/403): not retried
-    │   └── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies)
-    └── StageError                a Spark stage failed; carries `stage` and `chunk`
+    │   ├── SourceRequestError    the source refused the request: any 4xx but 429, or another
+    │   │                         status it does not retry (e.g. 501); carries `status`, `reason`
+    │   └── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies), or the
+    │                             hourly/daily quota used up
+    ├── StageError                a Spark stage failed; carries `stage` and `chunk`
+    └── IllegalTransition         a task state change the ledger forbids (a bug, not bad input)
 
 Every message is one line that shows the offending value and, where it helps, how to fix it.
-The CLI and the stage entrypoints print `error: <message>` on stderr and exit 1.
+The CLI (`ray-backfill`, also its `stage` command) prints `error: <message>` on stderr and exits 1.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class SourceError(BackfillError):
 
 
 class SourceRequestError(SourceError):
-    """The source refused the request itself (400/401/403); retrying cannot help."""
+    """The source refused the request itself (a 4xx other than 429, or a status not retried); retrying cannot help."""
 
     def __init__(self, message: str, status: int | None = None, reason: str | None = None):
         self.status = status
@@ -62,7 +65,8 @@ class SourceRequestError(SourceError):
 
 
 class SourceUnavailable(SourceError):
-    """The source kept failing (rate limits, 5xx, timeouts, broken bodies) until retries ran out."""
+    """The source kept failing (rate limits, 5xx, timeouts, broken bodies) until retries ran out,
+    or its hourly or daily quota is used up."""
 
 
 class StageError(BackfillError):
@@ -72,3 +76,7 @@ class StageError(BackfillError):
         self.stage = stage
         self.chunk = chunk
         super().__init__(message)
+
+
+class IllegalTransition(BackfillError):
+    """A task state change the ledger does not allow (e.g. succeeded → running)."""

@@ -11,24 +11,24 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlparse
 
-from ray_backfill.errors import ConfigError
+from jobs.errors import ConfigError
+from jobs.sources.limits import SourceLimits, profile_limits
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
-# JVM jars, resolved once by `make setup` (cluster/fetch_jars.sh) into a per-user cache, outside
-# the source tree so a `ray job submit --working-dir .` copy and every cluster node find them.
-JARS_DIR = Path(os.environ.get("RAY_BACKFILL_JARS") or Path.home() / ".cache" / "ray-backfill" / "jars")
-JVM_MANIFEST = PROJECT_ROOT / "cluster" / "jvm-deps.txt"
 
 CatalogKind = Literal["sqlite", "postgres", "hadoop", "rest"]
+CATALOG_KINDS: tuple[CatalogKind, ...] = get_args(CatalogKind)
 # Where a ledger dir may be: a local path, or a URI pyarrow.fs opens without extra libraries.
 LEDGER_SCHEMES = ("", "file", "s3", "s3a")
 SparkMode = Literal["raydp", "local"]
+SPARK_MODES: tuple[SparkMode, ...] = get_args(SparkMode)
 SourceKind = Literal["synthetic", "open-meteo"]
+SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
 
 
 def validate_identifier(value: str, what: str) -> str:
@@ -63,7 +63,7 @@ class CatalogConfig:
 
     def __post_init__(self) -> None:
         validate_identifier(self.name, "catalog name")
-        if self.kind not in ("sqlite", "postgres", "hadoop", "rest"):
+        if self.kind not in CATALOG_KINDS:
             raise ConfigError(f"catalog kind {self.kind!r} is unknown; use sqlite, postgres, hadoop or rest")
         if self.kind in ("postgres", "rest") and not self.uri:
             raise ConfigError(f"catalog kind {self.kind!r} needs a uri (e.g. jdbc:postgresql://host:5432/db)")
@@ -136,7 +136,7 @@ class SparkConfig:
     driver_java_options: str = ""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("raydp", "local"):
+        if self.mode not in SPARK_MODES:
             raise ConfigError(f"spark mode {self.mode!r} is unknown; use raydp or local")
         for name in ("num_executors", "executor_cores", "shuffle_partitions"):
             if getattr(self, name) < 1:
@@ -181,7 +181,7 @@ class SourceConfig:
     concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("synthetic", "open-meteo"):
+        if self.kind not in SOURCE_KINDS:
             raise ConfigError(f"source {self.kind!r} is unknown; use synthetic or open-meteo")
         parsed = urlparse(self.api_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -193,10 +193,8 @@ class SourceConfig:
         self.limits  # validates the profile and the overrides
 
     @property
-    def limits(self) -> "SourceLimits":
+    def limits(self) -> SourceLimits:
         """The profile's limits with this config's overrides applied."""
-        from jobs.sources.limits import profile_limits
-
         overrides = {name: value for name, value in (
             ("per_minute", self.calls_per_minute), ("per_hour", self.calls_per_hour),
             ("per_day", self.calls_per_day), ("max_in_flight", self.max_in_flight)) if value is not None}
@@ -230,7 +228,7 @@ class PipelineConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Everything one run needs; built once by the CLI or a stage entrypoint."""
+    """Everything one run needs; built once by the CLI (flags, environment, config file)."""
 
     catalog: CatalogConfig = CatalogConfig()
     spark: SparkConfig = SparkConfig()

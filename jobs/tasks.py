@@ -1,0 +1,171 @@
+"""One task of a backfill, run in a session handed in: the one runner every executor and the stage
+command call.
+
+A task is `prepare` (create the tables), one bronze chunk, or silver or gold over a range. How
+the session is made is the caller's business (a fresh RayDP session per chunk, the baseline's
+one warm session): `open_session` returns a context manager that yields it. Bronze asks the
+source while the session starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Literal
+
+from pyspark.sql import SparkSession
+
+from jobs import bronze, gold, silver
+from jobs.config import Settings, SourceConfig
+from jobs.context import StageInputs
+from jobs.dates import Chunk
+from jobs.inspect import TableSummary, summarize
+from jobs.sources import Source
+from jobs.sources.limits import Throttle
+from jobs.tables import BRONZE, ensure_tables
+
+TaskStage = Literal["prepare", "bronze", "silver", "gold"]
+# The stages that write data, in pipeline order; `prepare` runs before them.
+DATA_STAGES: tuple[TaskStage, ...] = ("bronze", "silver", "gold")
+TASK_STAGES: tuple[TaskStage, ...] = ("prepare", *DATA_STAGES)
+
+SessionFactory = Callable[[], ContextManager[SparkSession]]
+# Called at "start" and "before_write": the fault drills of the tests hook in here.
+Checkpoint = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attempt of one task: a bronze chunk, or a whole-range stage (prepare, silver, gold)."""
+
+    task_id: str
+    stage: TaskStage
+    chunk: Chunk
+    attempt: int
+    run_id: str
+
+    def __post_init__(self) -> None:
+        if self.stage not in TASK_STAGES:
+            raise ValueError(f"task {self.task_id}: unknown stage {self.stage!r}")
+
+    def to_json(self) -> dict:
+        return {"task_id": self.task_id, "stage": self.stage, "chunk": self.chunk.to_json(),
+                "attempt": self.attempt, "run_id": self.run_id}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Task":
+        return cls(data["task_id"], data["stage"], Chunk.from_json(data["chunk"]), int(data["attempt"]),
+                   data["run_id"])
+
+
+@dataclass
+class TaskOutcome:
+    """What a task that succeeded did, phase by phase."""
+
+    rows: int = 0
+    # rows written per table, "namespace.table" -> rows
+    tables: dict[str, int] = field(default_factory=dict)
+    # seconds until the session was up, of the source fetch, the commit, the session's stop
+    session_seconds: float | None = None
+    fetch_seconds: float | None = None
+    write_seconds: float | None = None
+    stop_seconds: float | None = None
+    # wall-clock [start, end] (epoch seconds) of each phase, for timelines
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    # the source client's counters (requests, weighted calls, retries, 429s) as plain data
+    source_stats: dict | None = None
+    # what the lakehouse holds after gold
+    summary: list[TableSummary] | None = None
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["summary"] = [s.to_json() for s in self.summary] if self.summary is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TaskOutcome":
+        data = dict(data)
+        if data.get("summary") is not None:
+            data["summary"] = [TableSummary.from_json(s) for s in data["summary"]]
+        return cls(**data)
+
+
+def build_source(cfg: SourceConfig, throttle: Throttle | None = None) -> Source:
+    """The configured source: the built-in synthetic one, or the Open-Meteo HTTP client that asks
+    `throttle` (the run's shared limiter) before every request."""
+    if cfg.kind == "synthetic":
+        from jobs.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(seed=cfg.seed)
+    from jobs.sources.openmeteo import OpenMeteoClient
+
+    return OpenMeteoClient.from_config(cfg, throttle)
+
+
+def _no_checkpoint(point: str) -> None:
+    return None
+
+
+def _span(began: float) -> list[float]:
+    return [round(began, 3), round(time.time(), 3)]
+
+
+def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: SessionFactory, *,
+             throttle: Throttle | None = None, checkpoint: Checkpoint = _no_checkpoint) -> TaskOutcome:
+    """Run one task in the session `open_session` yields; raises whatever the stage raised."""
+    checkpoint("start")
+    out = TaskOutcome()
+    started, began = time.monotonic(), time.time()
+    source = build_source(settings.source, throttle) if task.stage == "bronze" else None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            fetching = None
+            if source is not None:
+                fetching = pool.submit(bronze.fetch_chunk, source, task.chunk, inputs.locations, inputs.variables)
+            with open_session() as spark:
+                out.session_seconds = round(time.monotonic() - started, 2)
+                out.phases["session_start"] = _span(began)
+                _run_stage(task, spark, settings, inputs, out, fetching, checkpoint)
+                stop_started, stop_began = time.monotonic(), time.time()
+            out.stop_seconds = round(time.monotonic() - stop_started, 2)
+            out.phases["session_stop"] = _span(stop_began)
+    finally:
+        if source is not None:
+            out.source_stats = dataclasses.asdict(source.stats) if source.stats is not None else None
+            source.close()
+    return out
+
+
+def _run_stage(task: Task, spark: SparkSession, settings: Settings, inputs: StageInputs, out: TaskOutcome,
+               fetching: concurrent.futures.Future | None, checkpoint: Checkpoint) -> None:
+    if task.stage == "prepare":
+        ensure_tables(spark, settings.catalog)
+        return
+    if task.stage == "bronze":
+        fetched = fetching.result()
+        out.fetch_seconds = round(fetched.fetch_seconds, 2)
+        out.phases["fetch"] = [out.phases["session_start"][0],
+                               round(out.phases["session_start"][0] + fetched.fetch_seconds, 3)]
+        write_began = time.time()
+        checkpoint("before_write")
+        written = bronze.write_chunk(spark, settings, fetched, inputs.location_keys, task.run_id)
+        out.rows, out.tables = written.rows, {BRONZE.full_name: written.rows}
+        out.write_seconds = round(written.write_seconds, 2)
+        out.phases["write"] = _span(write_began)
+        return
+    checkpoint("before_write")
+    work_began = time.time()
+    stage = silver if task.stage == "silver" else gold
+    out.tables = stage.run(spark, settings, task.chunk, inputs, task.run_id)
+    out.rows = sum(out.tables.values())
+    out.phases["work"] = _span(work_began)
+    if task.stage == "gold":  # the last stage tells what the lakehouse now holds
+        out.summary = summarize(spark, settings.catalog)
+
+
+def warm_session(spark: SparkSession) -> SessionFactory:
+    """A session factory that hands out one running session and leaves it running."""
+    return lambda: contextlib.nullcontext(spark)
