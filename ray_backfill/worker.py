@@ -59,6 +59,8 @@ def _inject(task: "Task", point: str) -> None:
     if point == "start" and (faults.get("always_fail") or task.attempt <= faults.get("fail_attempts", 0)):
         raise RuntimeError(f"injected failure in {task.task_id} attempt {task.attempt}")
     if point == "before_write" and faults.get("sleep_before_write") and task.attempt == 1:
+        print(f"[{task.task_id}] fault drill: holding before the write for {faults['sleep_before_write']}s",
+              flush=True)
         time.sleep(float(faults["sleep_before_write"]))
 
 

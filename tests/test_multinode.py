@@ -1,4 +1,5 @@
-"""A two-node Ray cluster on this machine: chunks spread over both nodes, the ledger says where.
+"""A two-node Ray cluster on this machine, a backfill submitted to it with `ray job submit` as an
+operator would: chunks spread over both nodes as named actors, the ledger says where.
 
 The nodes are started the way an operator starts them (`ray start --block`, one process group
 each) and stopped by ending those groups — never `ray stop`, which stops every Ray on the machine.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +58,7 @@ class LocalCluster:
     marker: str  # in the environment of every process the cluster starts
     env: dict
     address: str = ""
+    dashboard: str = ""  # the head's dashboard (and job API) URL
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # node name -> `ray start`
     node_info: dict[str, dict] = field(default_factory=dict)  # node name -> id, ip, raylet socket
 
@@ -65,8 +68,9 @@ class LocalCluster:
         if head:
             port = _free_port()
             self.address = f"{ip}:{port}"
-            role = ["--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={_free_port()}",
-                    f"--ray-client-server-port={_free_port()}"]
+            self.dashboard = f"http://{ip}:{_free_port()}"
+            role = ["--head", f"--port={port}", "--include-dashboard=true", f"--dashboard-host={ip}",
+                    f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}", f"--ray-client-server-port={_free_port()}"]
         else:
             role = [f"--address={self.address}"]
         # Output to a file, not a pipe: a daemon writing into a pipe nobody reads dies of SIGPIPE.
@@ -76,6 +80,11 @@ class LocalCluster:
                  f"--temp-dir={temp}", "--object-store-memory=150000000", "--disable-usage-stats", *ports],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+
+    def ray(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The `ray` command line against this cluster's dashboard, as an operator runs it."""
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's alive nodes as seen by a fresh driver process: id, address, temp dir."""
@@ -152,21 +161,55 @@ def cluster(tmp_path_factory):
             shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass
+class JobRun:
+    """A backfill submitted as a Ray job: its status, its driver's log, the named actors seen meanwhile."""
+
+    warehouse: Path
+    status: str
+    logs: str
+    actors: dict[str, str]  # actor name -> class
+
+
 @pytest.fixture(scope="module")
-def spread_run(cluster, tmp_path_factory):
-    """A backfill on the two-node cluster: 2 monthly chunks in parallel, 1 location, RayDP sessions."""
+def spread_run(cluster, tmp_path_factory) -> JobRun:
+    """`ray job submit` of a backfill: 2 monthly chunks in parallel, 1 location, RayDP sessions."""
     warehouse = tmp_path_factory.mktemp("multinode") / "wh"
-    done, seen = run_cli_marked("run", *RANGE, "--locations", "hanoi", "--warehouse", str(warehouse),
-                                "--address", cluster.address, "--parallelism", "2", "--catalog-name", "multinode",
-                                marker=cluster.marker, env={"RAY_AUTH_MODE": "token"})
-    return warehouse, done, seen
+    submitted = cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(ROOT), "--no-wait",
+                            "--", "python", "-m", "ray_backfill.cli", "run", *RANGE, "--locations", "hanoi",
+                            "--warehouse", str(warehouse), "--parallelism", "2", "--catalog-name", "multinode",
+                            timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    # the CLI colours its output, and a colour code follows the id: take it by pattern
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
+    actors: dict[str, str] = {}
+    status = "UNKNOWN"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
+        if listed.returncode == 0:
+            actors.update({a["name"]: a.get("class_name", "") for a in json.loads(listed.stdout or "[]") if a.get("name")})
+        # `ray job status` words a finished job differently from a running one; the state API's JSON does not
+        jobs = cluster.ray("list", "jobs", "--address", cluster.dashboard, "--format", "json")
+        if jobs.returncode == 0:
+            status = next((j["status"] for j in json.loads(jobs.stdout or "[]") if j.get("submission_id") == job_id),
+                          status)
+        time.sleep(2)
+    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
+    return JobRun(warehouse, status, logs, actors)
+
+
+def test_the_submitted_job_succeeds_with_a_named_actor_per_chunk(spread_run):
+    assert spread_run.status == "SUCCEEDED", spread_run.logs[-4000:]
+    supervisors = {name for name, cls in spread_run.actors.items() if cls.endswith("ChunkSupervisor")}
+    assert {"bronze-2024-01", "bronze-2024-02"} <= supervisors, spread_run.actors
 
 
 def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run, spark):
-    warehouse, done, _ = spread_run
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"ray cluster {cluster.address}" in done.stdout
-    run_id = run_id_from(done.stdout)
+    warehouse, logs = spread_run.warehouse, spread_run.logs
+    assert spread_run.status == "SUCCEEDED", logs[-4000:]
+    assert f"ray cluster {cluster.address}" in logs
+    run_id = run_id_from(logs)
     ledger = read_ledger(warehouse, run_id)
     assert ledger["outcome"] == "succeeded"
     tasks = {t["task_id"]: t for t in ledger["tasks"]}
@@ -187,8 +230,8 @@ def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run,
 
 
 def test_status_needs_only_the_warehouse(spread_run):
-    warehouse, done, _ = spread_run
-    run_id = run_id_from(done.stdout)
+    warehouse = spread_run.warehouse
+    run_id = run_id_from(spread_run.logs)
     tasks = read_ledger(warehouse, run_id)["tasks"]
     # a process that sees the warehouse and no cluster: RAY_ADDRESS points nowhere, and ray is never imported
     code = ("import sys; from ray_backfill.cli import main; code = main(sys.argv[1:]); "

@@ -19,16 +19,15 @@ def _stage(stage: str, *args: str) -> subprocess.CompletedProcess:
 def test_stages_run_standalone_in_order(spark, tmp_path):
     warehouse = tmp_path / "wh"
     common = ["--start-date", "2024-03-01", "--end-date", "2024-03-03", "--locations", "hanoi,danang",
-              "--warehouse", str(warehouse), "--catalog-name", "standalone"]
+              "--warehouse", str(warehouse), "--catalog-name", "standalone", "--spark-mode", "local"]
     before = java_and_workers()
-    # bronze on the embedded default: a RayDP session on a local Ray it starts and stops itself
     bronze = _stage("bronze", *common, "--run-id", "standalone")
     assert bronze.returncode == 0, bronze.stderr[-3000:]
     # the last line is the summary (the JVM may print its own lines before it)
     assert bronze.stdout.strip().splitlines()[-1].startswith(
         "bronze 2024-03-01..2024-03-03 run standalone: bronze.open_meteo_hourly")
     for stage in ("silver", "gold"):
-        done = _stage(stage, *common, "--spark-mode", "local", "--run-id", "standalone")
+        done = _stage(stage, *common, "--run-id", "standalone")
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.strip().splitlines()[-1].startswith(f"{stage} 2024-03-01..2024-03-03 run standalone:")
     assert not wait_gone(java_and_workers() - before, timeout=20), "a stage left a JVM or worker behind"
