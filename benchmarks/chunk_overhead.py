@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ray_backfill.worker import (
-    QUICK_START_JVM,  # stdlib-only at import: the child's start-up stays honest
-)
+from ray_backfill.jvm import QUICK_START_JVM  # stdlib only: the child's start-up stays honest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("imports", "ray_connect", "session_up", "first_job", "session_stop", "exit")

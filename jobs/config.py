@@ -134,6 +134,9 @@ class SparkConfig:
     class_data_sharing: bool = True
     # extra options for the driver JVM, appended (e.g. "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
     driver_java_options: str = ""
+    # start every JVM of the session (driver, executors, RayDP's master) with the C1 compiler alone and
+    # the serial collector: faster for a session that runs one short job, e.g. a bronze chunk
+    quick_start: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in SPARK_MODES:

@@ -18,19 +18,9 @@ from typing import Iterable, Iterator
 from jobs.config import CatalogConfig, Settings, SparkConfig
 from jobs.errors import ConfigError, StageError, WarehouseError
 from ray_backfill.jars import manifest_jars
+from ray_backfill.jvm import ADD_OPENS, QUICK_START_JVM
 
 log = logging.getLogger(__name__)
-
-
-# Java 17 closes these packages; Spark and RayDP reach into them (RayDP's own test settings).
-ADD_OPENS = " ".join(
-    f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
-    for pkg in (
-        "java.lang", "java.lang.invoke", "java.io", "java.net", "java.nio", "java.math",
-        "java.text", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
-        "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
-    )
-)
 
 
 def ensure_warehouse(catalog: CatalogConfig) -> None:
@@ -112,14 +102,15 @@ def catalog_conf(catalog: CatalogConfig) -> dict[str, str]:
 def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
     """Every Spark setting of a session except the master."""
     spark = settings.spark
+    jvm = f"{ADD_OPENS} -Duser.timezone=UTC" + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
         "spark.jars": ",".join(jars),
         "spark.driver.extraClassPath": ":".join(jars),
         "spark.driver.memory": spark.driver_memory,
-        "spark.driver.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC {spark.driver_java_options}".strip(),
-        "spark.executor.extraJavaOptions": f"{ADD_OPENS} -Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": " ".join(filter(None, (jvm, spark.driver_java_options))),
+        "spark.executor.extraJavaOptions": jvm,
         # Executors (Ray Java workers under RayDP) start Python workers with this interpreter,
         # the one that has pyspark; the default `python3` on PATH does not.
         "spark.pyspark.python": sys.executable,
@@ -237,7 +228,8 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
         )
         started_ray = True
     conf = dict(conf)
-    conf["spark.ray.raydp_app_master.extraJavaOptions"] = ADD_OPENS
+    # RayDP's gateway JVM and its app master (a Ray Java worker) run Spark's master only
+    conf["spark.ray.raydp_app_master.extraJavaOptions"] = ADD_OPENS + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf["raydp.executor.extraClassPath"] = ":".join(jars)
     # RayDP names its master actor after the app: make it unique per session.
     unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"
@@ -247,6 +239,9 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
             num_executors=spark.num_executors,
             executor_cores=spark.executor_cores,
             executor_memory=spark.executor_memory,
+            # True makes the driver JVM a Java Ray driver too, for Spark -> Ray dataset conversion,
+            # which nothing here uses (docs/operations.md#session-start-up-cost)
+            fault_tolerant_mode=False,
             configs=conf,
         )
     except BaseException:

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Stdlib only at import: the process first arranges to die with its supervisor (die_with_parent),
-# and benchmarks/chunk_overhead.py imports QUICK_START_JVM without paying for pyspark.
+# and benchmarks import it without paying for pyspark.
 if TYPE_CHECKING:
     from jobs.config import Settings
     from jobs.sources.limits import Throttle
     from jobs.tasks import Task, TaskOutcome
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
-QUICK_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -84,10 +83,10 @@ def _connect_throttle(payload: dict, task: "Task") -> "Throttle | None":
 
 def task_settings(settings: "Settings", stage: str) -> "Settings":
     """The settings a task's own session runs with."""
-    if stage == "bronze" and not settings.spark.driver_java_options:
-        # A bronze chunk's JVM lives for one small write: C1 alone and the serial collector start
-        # faster than the tiered JIT and G1 (benchmarks/chunk_overhead.py); silver and gold keep them.
-        settings = settings.replace(spark=dataclasses.replace(settings.spark, driver_java_options=QUICK_START_JVM))
+    if stage == "bronze":
+        # A bronze chunk's JVMs live for one small write: they start quick (ray_backfill/jvm.py);
+        # silver and gold keep the tiered JIT and G1 for their longer jobs.
+        settings = settings.replace(spark=dataclasses.replace(settings.spark, quick_start=True))
     if stage == "prepare":
         # Creating tables is catalog work only: a local JVM does it without RayDP's actors.
         settings = settings.replace(spark=dataclasses.replace(settings.spark, mode="local", executor_cores=1))
