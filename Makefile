@@ -38,6 +38,7 @@ test-fast: setup
 # sequential baseline; results in benchmarks/results/.
 bench: setup
 	$(BIN)/python -m benchmarks.chunk_overhead
+	$(BIN)/python -m benchmarks.chunk_cpu
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

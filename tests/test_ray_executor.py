@@ -45,9 +45,7 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     # held mid-chunk: session up, rows fetched, nothing committed
     _wait_for_line("[bronze-2024-02] fault drill: holding before the write", output)
     victim.send_signal(signal.SIGKILL)
-    driver.wait(timeout=600)
-    driver.reader.join(timeout=10)
-    text = "".join(output)
+    text = _output_at_exit(driver, output, timeout=600)
     assert driver.returncode == 1, text[-4000:]
     run_id = run_id_from(text)
     tasks = {t["task_id"]: t for t in read_ledger(warehouse, run_id)["tasks"]}
@@ -91,9 +89,7 @@ def test_ctrl_c_cancels_in_flight_chunks_keeps_committed_ones_and_leaves_no_proc
     _wait_for_worker("bronze-2024-02", output)
     _wait_for_line("bronze-2024-01: succeeded", output)
     driver.send_signal(signal.SIGINT)
-    driver.wait(timeout=120)
-    driver.reader.join(timeout=10)
-    text = "".join(output)
+    text = _output_at_exit(driver, output, timeout=120)
     assert driver.returncode == 130, text[-3000:]
     run_id = run_id_from(text)
     ledger = read_ledger(warehouse, run_id)
@@ -132,6 +128,13 @@ def _start_driver(args, faults):
     driver.reader = threading.Thread(target=read, daemon=True)
     driver.reader.start()
     return driver, output
+
+
+def _output_at_exit(driver, output: list[str], timeout: float) -> str:
+    """Everything the driver printed, once it has exited."""
+    driver.wait(timeout=timeout)
+    driver.reader.join(timeout=10)
+    return "".join(output)
 
 
 def _wait_for_line(fragment: str, output: list[str], timeout: float = 240) -> None:
