@@ -105,3 +105,42 @@ def test_the_benchmark_command_runs_both_executors_and_writes_its_report(tmp_pat
     assert "Lower bound" in markdown and "ray p=1 (local)" in markdown
     for name in ("wall_time.png", "memory.png", "timeline.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the per-process CPU sampler (benchmarks/cpu.py) ------------------------------------------------
+
+
+def test_the_cpu_sampler_charges_a_busy_process_to_its_role_and_agrees_with_the_machine():
+    from benchmarks.cpu import CpuSampler
+
+    sampler = CpuSampler(every_s=0.05)
+    sampler.start()
+    # a stand-in for a chunk process: its command line names the worker module, and it burns ~1 CPU-s
+    busy = subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                           "while time.process_time() - t < 1.0: pass", "ray_backfill.worker"], timeout=60)
+    sampler.stop()
+    assert busy.returncode == 0
+    roles = sampler.by_role()
+    assert 0.8 <= roles["chunk process (python)"]["cpu_s"] <= 1.5
+    assert roles["chunk process (python)"]["processes"] == 1
+    # what the sampler saw is part of what the machine was busy with
+    assert roles["all sampled processes"]["cpu_s"] <= roles["machine (/proc/stat)"]["cpu_s"] + 0.5
+
+
+@pytest.mark.parametrize("cmd, name, parent_cmd, expected", [
+    ("python -m ray_backfill.worker /tmp/rbf-x/task.json", "python", "ray::ChunkSupervisor", "chunk process (python)"),
+    ("/usr/bin/java -cp x org.apache.spark.deploy.SparkSubmit pyspark-shell", "java",
+     "python -m ray_backfill.worker /tmp/t.json", "Spark driver JVM"),
+    ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "ray::RayDPSparkMaster",
+     "RayDP gateway JVM"),
+    ("java -Xms768M -Xmx768M -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet",
+     "Ray Java worker: Spark executor"),
+    ("java -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet", "Ray Java worker: RayDP app master"),
+    ("ray::RayDPSparkMaster.start_up", "python", "raylet", "actor: RayDPSparkMaster"),
+    ("/x/raylet --raylet_socket_name=/tmp/ray/s", "raylet", "", "Ray daemons"),
+])
+def test_processes_are_told_apart_by_their_command_lines(cmd, name, parent_cmd, expected):
+    from benchmarks.cpu import Seen, classify
+
+    parent = Seen(1, 0, parent_cmd, "", 0, 0, 0, 0, False)
+    assert classify(Seen(2, 1, cmd, name, 0, 1, 0, 1, False), {1: parent}, driver_pid=None) == expected
