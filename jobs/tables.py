@@ -50,10 +50,6 @@ def _columns(*groups: Field | tuple[Field, ...]) -> tuple[Field, ...]:
     return tuple(out)
 
 
-def _f(name: str, sql_type: str) -> Field:
-    return Field(name, sql_type)
-
-
 @dataclass(frozen=True)
 class TableSpec:
     """One Iceberg table: where it lives, its typed columns, key, grain and partition transforms."""
@@ -100,9 +96,9 @@ _LINEAGE = fields("TIMESTAMP", "_ingested_at") + fields("STRING", "_run_id")
 
 BRONZE = TableSpec(
     "bronze", "open_meteo_hourly",
-    _columns(_f("location_key", "STRING"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
+    _columns(Field("location_key", "STRING"), Field("ts_utc", "TIMESTAMP"), Field("date_utc", "DATE"),
              fields("DOUBLE", "latitude", "longitude"), _BRONZE_AQI, _CONC, fields("STRING", "model_domain", "source"),
-             _LINEAGE, _f("_chunk_id", "STRING")),
+             _LINEAGE, Field("_chunk_id", "STRING")),
     key=("location_key", "ts_utc"), grain="one row per location and UTC hour, as the source sent it",
     # A monthly chunk replaces exactly its own month's files; a month of 24 cities is ~18k rows.
     partitioned_by="months(ts_utc)",
@@ -110,11 +106,11 @@ BRONZE = TableSpec(
 
 SILVER = TableSpec(
     "silver", "air_quality_hourly_clean",
-    _columns(_f("location_key", "STRING"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
+    _columns(Field("location_key", "STRING"), Field("ts_utc", "TIMESTAMP"), Field("date_utc", "DATE"),
              fields("INT", "date_key", "time_key"), fields("DOUBLE", "latitude", "longitude"), _CONC,
              fields("DOUBLE", "pm25_24h", "pm10_24h", "o3_8h", "co_8h", "so2_24h"), _AQI,
-             _f("source_aqi", "INT"), fields("STRING", "aqi_category", "dominant_pollutant"),
-             _f("data_completeness", "DOUBLE"), _f("dq_flags", "ARRAY<STRING>"),
+             Field("source_aqi", "INT"), fields("STRING", "aqi_category", "dominant_pollutant"),
+             Field("data_completeness", "DOUBLE"), Field("dq_flags", "ARRAY<STRING>"),
              fields("STRING", "model_domain", "source"), _LINEAGE),
     key=("location_key", "ts_utc"), grain="one clean, AQI-scored row per location and UTC hour",
     partitioned_by="months(ts_utc)",
@@ -129,44 +125,44 @@ DIM_LOCATION = TableSpec(
 DIM_POLLUTANT = TableSpec(
     "gold", "dim_pollutant",
     _columns(fields("STRING", "pollutant_code", "display_name", "unit_default", "aqi_timespan"),
-             _f("who_guideline_24h", "DOUBLE")),
+             Field("who_guideline_24h", "DOUBLE")),
     key=("pollutant_code",), grain="one row per pollutant of the pollutants file",
 )
 DIM_TIME = TableSpec(
     "gold", "dim_time",
-    _columns(_f("time_key", "INT"), _f("time_label", "STRING"), _f("hour", "INT"), _f("work_shift", "STRING")),
+    _columns(Field("time_key", "INT"), Field("time_label", "STRING"), Field("hour", "INT"), Field("work_shift", "STRING")),
     key=("time_key",), grain="one row per hour of the day (24 rows)",
 )
 DIM_DATE = TableSpec(
     "gold", "dim_date",
-    _columns(_f("date_key", "INT"), _f("date_value", "DATE"),
-             fields("INT", "day_of_month", "day_of_week", "week_of_year", "month"), _f("month_name", "STRING"),
-             fields("INT", "quarter", "year"), _f("is_weekend", "BOOLEAN")),
+    _columns(Field("date_key", "INT"), Field("date_value", "DATE"),
+             fields("INT", "day_of_month", "day_of_week", "week_of_year", "month"), Field("month_name", "STRING"),
+             fields("INT", "quarter", "year"), Field("is_weekend", "BOOLEAN")),
     key=("date_key",), grain="one row per day from silver's first to its last date",
 )
 FACT_HOURLY = TableSpec(
     "gold", "fact_air_quality_hourly",
-    _columns(fields("STRING", "record_id", "location_key"), _f("ts_utc", "TIMESTAMP"), _f("date_utc", "DATE"),
-             fields("INT", "date_key", "time_key"), _AQI, _f("source_aqi", "INT"), _CONC,
-             fields("STRING", "dominant_pollutant", "aqi_category"), _f("data_completeness", "DOUBLE"),
-             _f("_run_id", "STRING")),
+    _columns(fields("STRING", "record_id", "location_key"), Field("ts_utc", "TIMESTAMP"), Field("date_utc", "DATE"),
+             fields("INT", "date_key", "time_key"), _AQI, Field("source_aqi", "INT"), _CONC,
+             fields("STRING", "dominant_pollutant", "aqi_category"), Field("data_completeness", "DOUBLE"),
+             Field("_run_id", "STRING")),
     key=("record_id",), grain="one row per location and UTC hour of silver",
     partitioned_by="months(ts_utc)",
 )
 FACT_DAILY = TableSpec(
     "gold", "fact_city_daily",
-    _columns(fields("STRING", "daily_id", "location_key"), _f("date_utc", "DATE"),
-             fields("INT", "date_key", "aqi_daily_max"), _f("dominant_pollutant_daily", "STRING"),
+    _columns(fields("STRING", "daily_id", "location_key"), Field("date_utc", "DATE"),
+             fields("INT", "date_key", "aqi_daily_max"), Field("dominant_pollutant_daily", "STRING"),
              *(fields("DOUBLE", f"{p}_mean", f"{p}_max") for p in AQI_POLLUTANTS),
              fields("INT", *(f"hours_in_cat_{c}" for c in CATEGORIES), "hours_measured", "hours_above_who_pm25"),
-             _f("data_completeness", "DOUBLE"), _f("_run_id", "STRING")),
+             Field("data_completeness", "DOUBLE"), Field("_run_id", "STRING")),
     key=("daily_id",), grain="one row per location and UTC day",
     partitioned_by="years(date_utc)",
 )
 FACT_EPISODE = TableSpec(
     "gold", "fact_episode",
     _columns(fields("STRING", "episode_id", "location_key"), fields("TIMESTAMP", "start_ts_utc", "end_ts_utc"),
-             _f("start_date_utc", "DATE"), fields("INT", "duration_hours", "peak_aqi"),
+             Field("start_date_utc", "DATE"), fields("INT", "duration_hours", "peak_aqi"),
              fields("STRING", "dominant_pollutant", "rule_code", "_run_id")),
     key=("episode_id",), grain="one row per run of consecutive hours at or above the episode threshold",
 )

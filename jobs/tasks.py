@@ -128,7 +128,7 @@ def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: 
             with open_session() as spark:
                 out.session_seconds = round(time.monotonic() - started, 2)
                 out.phases["session_start"] = _span(began)
-                _run_stage(task, spark, settings, inputs, out, fetching, checkpoint)
+                _run_stage(task, spark, settings, inputs, out, fetching, began, checkpoint)
                 stop_started, stop_began = time.monotonic(), time.time()
             out.stop_seconds = round(time.monotonic() - stop_started, 2)
             out.phases["session_stop"] = _span(stop_began)
@@ -140,15 +140,14 @@ def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: 
 
 
 def _run_stage(task: Task, spark: SparkSession, settings: Settings, inputs: StageInputs, out: TaskOutcome,
-               fetching: concurrent.futures.Future | None, checkpoint: Checkpoint) -> None:
+               fetching: concurrent.futures.Future | None, began: float, checkpoint: Checkpoint) -> None:
     if task.stage == "prepare":
         ensure_tables(spark, settings.catalog)
         return
     if task.stage == "bronze":
         fetched = fetching.result()
         out.fetch_seconds = round(fetched.fetch_seconds, 2)
-        out.phases["fetch"] = [out.phases["session_start"][0],
-                               round(out.phases["session_start"][0] + fetched.fetch_seconds, 3)]
+        out.phases["fetch"] = [round(began, 3), round(began + fetched.fetch_seconds, 3)]  # began with the task
         write_began = time.time()
         checkpoint("before_write")
         written = bronze.write_chunk(spark, settings, fetched, inputs.location_keys, task.run_id)
