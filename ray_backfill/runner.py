@@ -51,6 +51,8 @@ class BackfillRequest:
     executor: str = "ray"
     skip: frozenset[str] = frozenset()
     parallelism: int | None = None  # None: derived from the cluster
+    # attempts started ahead of their turn beyond the free slots (ray executor); None: derived from the cluster
+    standby: int | None = None
     retries: int = 2  # extra attempts per task
     chunk_timeout_s: float | None = None
     address: str | None = None
@@ -59,6 +61,8 @@ class BackfillRequest:
     def __post_init__(self) -> None:
         if self.parallelism is not None and self.parallelism < 1:
             raise ConfigError(f"--parallelism {self.parallelism} must be >= 1")
+        if self.standby is not None and self.standby < 0:
+            raise ConfigError(f"--standby {self.standby} must be >= 0")
         if self.retries < 0:
             raise ConfigError(f"--retries {self.retries} must be >= 0")
         if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
@@ -75,7 +79,7 @@ class BackfillRequest:
             "settings": settings_to_dict(self.settings), "start_date": self.date_range.start_date.isoformat(),
             "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
             "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
-            "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s, "address": self.address,
+            "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s, "address": self.address,
         }
 
     @classmethod
@@ -84,7 +88,7 @@ class BackfillRequest:
             settings=settings_from_dict(data["settings"]),
             date_range=DateRange(dt.date.fromisoformat(data["start_date"]), dt.date.fromisoformat(data["end_date"])),
             granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
-            parallelism=data["parallelism"], retries=data["retries"], chunk_timeout_s=data["chunk_timeout_s"],
+            parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"], chunk_timeout_s=data["chunk_timeout_s"],
             address=data["address"], run_id=run_id,
         )
 
@@ -107,6 +111,7 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
             granularity=_flag(args, file_values, "chunk", "monthly"),
             executor=_flag(args, file_values, "executor", "ray"), skip=skip,
             parallelism=_flag(args, file_values, "parallelism", None, int),
+            standby=_flag(args, file_values, "standby", None, int),
             retries=_flag(args, file_values, "retries", 2, int),
             chunk_timeout_s=_flag(args, file_values, "chunk_timeout", None, float),
             address=_flag(args, file_values, "address", None),
@@ -182,7 +187,8 @@ def make_executor(request: BackfillRequest, inputs: StageInputs, echo: Callable[
     from ray_backfill.executors.ray import RayExecutor
 
     return RayExecutor(request.settings, request.run_id, address=request.address,
-                       parallelism=request.parallelism, chunk_timeout_s=request.chunk_timeout_s, echo=echo)
+                       parallelism=request.parallelism, standby=request.standby,
+                       chunk_timeout_s=request.chunk_timeout_s, echo=echo)
 
 
 @dataclass(frozen=True)
@@ -242,8 +248,11 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
     try:
         loop = _Loop(request, record, executor, ledger, progress, retry)
         ok = True
-        for stage in ("prepare", *DATA_STAGES):  # each phase is a barrier for the next
-            ok = ok and loop.phase(record.by_stage(stage))
+        stages = ("prepare", *DATA_STAGES)
+        for i, stage in enumerate(stages):  # each phase is a barrier for the next
+            later = record.by_stage(stages[i + 1]) if i + 1 < len(stages) else []
+            ok = ok and loop.phase(record.by_stage(stage), then=later)
+        executor.upcoming([])  # nothing more will start: no standby waits in vain
         record.outcome = "succeeded" if ok else "failed"
         record.source = _source_report(executor, record)
         if loop.summary:
@@ -316,14 +325,32 @@ class _Loop:
         self.request, self.record, self.executor = request, record, executor
         self.ledger, self.progress, self.retry = ledger, progress, retry
         self.summary: list[TableSummary] | None = None  # what gold reported the tables hold
+        self._told: list | None = None  # the upcoming attempts last told to the executor
 
     def _event(self, task: TaskRecord, line: str) -> None:
         self.ledger.save(self.record)
         self.executor.observe(self.record, task)
         self.progress.event(self.record, line)
 
-    def phase(self, tasks: list[TaskRecord]) -> bool:
-        """Run every not-yet-succeeded task; True when all have succeeded."""
+    def _attempt(self, task: TaskRecord) -> Task:
+        """The task's next attempt."""
+        chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
+        return Task(task.task_id, task.stage, chunk, task.attempts + 1, self.record.run_id)
+
+    def _tell_upcoming(self, queue: list[TaskRecord], then: list[TaskRecord]) -> None:
+        """Tell the executor what starts next: this phase's queue, else the next phase's tasks."""
+        ahead = queue or [t for t in then if t.status != ChunkStatus.SUCCEEDED]
+        key = [(t.task_id, t.attempts) for t in ahead]
+        if key != self._told:
+            self._told = key
+            self.executor.upcoming([self._attempt(t) for t in ahead])
+
+    def phase(self, tasks: list[TaskRecord], then: list[TaskRecord] = ()) -> bool:
+        """Run every not-yet-succeeded task; True when all have succeeded.
+
+        `then` are the next phase's tasks: the executor hears of them once this phase's last
+        attempts are running (it may start their processes ahead; they begin only when started).
+        """
         queue = [t for t in tasks if t.status != ChunkStatus.SUCCEEDED]
         tries: dict[str, int] = {}
         not_before: dict[str, float] = {}
@@ -338,12 +365,13 @@ class _Loop:
                         break
                     queue.remove(task)
                     tries[task.task_id] = tries.get(task.task_id, 0) + 1
-                    task.move(ChunkStatus.RUNNING, attempts=task.attempts + 1)
+                    attempt = self._attempt(task)
+                    task.move(ChunkStatus.RUNNING, attempts=attempt.attempt)
                     self._event(task, f"  {task.task_id}: running (attempt {task.attempts})")
-                    chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
                     began = time.time()
-                    handle = self.executor.start(Task(task.task_id, task.stage, chunk, task.attempts, self.record.run_id))
+                    handle = self.executor.start(attempt)
                     in_flight[id(handle)] = _InFlight(handle, task, began)
+                self._tell_upcoming(queue, list(then))
                 for handle, result in self.executor.wait([f.handle for f in in_flight.values()], timeout_s=0.5):
                     flight = in_flight.pop(id(handle))
                     # wall-clock span of the attempt, for timelines, where the executor did not measure it

@@ -168,19 +168,15 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = manifest_jars()
     conf = spark_conf(settings, jars)
-    cds = None
-    if settings.spark.class_data_sharing:
-        from ray_backfill.cds import plan_driver_cds
-
-        cds = plan_driver_cds(settings.spark.mode, jars, conf["spark.driver.extraJavaOptions"])
-        if cds is not None:
-            conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
+    cds = _plan_cds(settings.spark, jars, conf) if settings.spark.class_data_sharing else None
     started = time.monotonic()
     if settings.spark.mode == "local":
+        if cds is not None:
+            conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
         session = _local_session(settings.spark, app_name, conf)
         stop = session.stop
     else:
-        session, stop = _raydp_session(settings.spark, app_name, conf, jars)
+        session, stop = _raydp_session(settings.spark, app_name, conf, jars, cds.java_options if cds else "")
     session.sparkContext.setLogLevel("ERROR")
     log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)
     try:
@@ -204,6 +200,15 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
             log.info("class-data archive for %s sessions written: %s", settings.spark.mode, cds.archive)
 
 
+def _plan_cds(spark: SparkConfig, jars: list[str], conf: dict[str, str]):
+    """The class-data-sharing plan of a session's JVMs (ray_backfill/cds.py), or None."""
+    from ray_backfill import cds
+
+    if spark.mode == "local":
+        return cds.plan_driver_cds(spark.mode, jars, conf["spark.driver.extraJavaOptions"])
+    return cds.plan_shared_cds("raydp", cds.raydp_classpath(jars))
+
+
 def _local_session(spark: SparkConfig, app_name: str, conf: dict[str, str]):
     from pyspark.sql import SparkSession
 
@@ -213,7 +218,8 @@ def _local_session(spark: SparkConfig, app_name: str, conf: dict[str, str]):
     return builder.getOrCreate()
 
 
-def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars: list[str]):
+def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars: list[str], every_jvm: str = ""):
+    """A RayDP session; `every_jvm` is appended to the options of all its JVMs (driver, executors, master)."""
     import ray
     import raydp
 
@@ -229,7 +235,10 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
         started_ray = True
     conf = dict(conf)
     # RayDP's gateway JVM and its app master (a Ray Java worker) run Spark's master only
-    conf["spark.ray.raydp_app_master.extraJavaOptions"] = ADD_OPENS + (f" {QUICK_START_JVM}" if spark.quick_start else "")
+    master = ADD_OPENS + (f" {QUICK_START_JVM}" if spark.quick_start else "")
+    conf["spark.ray.raydp_app_master.extraJavaOptions"] = f"{master} {every_jvm}".strip()
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        conf[key] = f"{conf[key]} {every_jvm}".strip()
     conf["raydp.executor.extraClassPath"] = ":".join(jars)
     # RayDP names its master actor after the app: make it unique per session.
     unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"

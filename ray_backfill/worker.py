@@ -1,9 +1,10 @@
-"""One task in its own process: `python -m ray_backfill.worker PAYLOAD.json`.
+"""One task in its own process: `python -m ray_backfill.worker [--standby] PAYLOAD.json`.
 
 The process is its own Ray driver in a namespace of its own (RayDP's actor names are fixed per
 namespace, docs/operations.md#raydp) and builds one fresh Spark session; when the process ends,
 so do its JVMs and RayDP actors. It writes a `TaskResult` JSON to the payload's `result_path` and
-exits 0, or 1 on failure.
+exits 0, or 1 on failure. With `--standby` it starts its session first and waits for a line on
+stdin before the task begins (a standby, ray_backfill/executors/ray.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 # Stdlib only at import: the process first arranges to die with its supervisor (die_with_parent),
 # and benchmarks import it without paying for pyspark.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from jobs.tasks import Task, TaskOutcome
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+STANDBY_FLAG = "--standby"
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -93,8 +95,14 @@ def task_settings(settings: "Settings", stage: str) -> "Settings":
     return settings
 
 
-def run(payload: dict) -> "TaskOutcome":
-    """Run the payload's task in a fresh session of its own."""
+def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
+    """Run the payload's task in a fresh session of its own.
+
+    As a standby (`standby` is the stream the go-ahead comes on), the session starts and runs a
+    first small job before the task may begin; then the process waits for a line on `standby`.
+    End of stream instead (the run was cancelled, the task went elsewhere): the session is torn
+    down and nothing runs (None). Either way the session serves this one task only.
+    """
     from jobs.config import settings_from_dict
     from jobs.context import load_inputs
     from jobs.tasks import Task, run_task
@@ -103,8 +111,29 @@ def run(payload: dict) -> "TaskOutcome":
     task = Task.from_json(payload["task"])
     settings = task_settings(settings_from_dict(payload["settings"]), task.stage)
     throttle = _connect_throttle(payload, task) if task.stage == "bronze" else None
-    return run_task(task, settings, load_inputs(settings.pipeline), lambda: spark_session(settings, task.task_id),
-                    throttle=throttle, checkpoint=lambda point: _inject(task, point))
+    inputs = load_inputs(settings.pipeline)
+    if standby is None:
+        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id),
+                        throttle=throttle, checkpoint=lambda point: _inject(task, point))
+    import contextlib
+
+    began, started = time.time(), time.monotonic()
+    with spark_session(settings, task.task_id) as spark:
+        spark.range(1).count()  # the first job's classes are loaded before the task's own job
+        ready_s, ready_at = round(time.monotonic() - started, 2), time.time()
+        print(f"[{task.task_id}] standby: session up in {ready_s:.1f}s, waiting for its turn", flush=True)
+        if not standby.readline():
+            print(f"[{task.task_id}] standby: not needed, stopping its session", flush=True)
+            return None
+        outcome = run_task(task, settings, inputs, lambda: contextlib.nullcontext(spark),
+                           throttle=throttle, checkpoint=lambda point: _inject(task, point))
+        stop_began, stop_started = time.time(), time.monotonic()
+    # the session started before the task's turn and stops after its work: say so in its phases
+    outcome.session_seconds = ready_s
+    outcome.phases["session_start"] = [round(began, 3), round(ready_at, 3)]
+    outcome.stop_seconds = round(time.monotonic() - stop_started, 2)
+    outcome.phases["session_stop"] = [round(stop_began, 3), round(time.time(), 3)]
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ray_backfill.executors.base import TaskResult, error_line
 
-    payload = json.loads(Path(argv[0]).read_text())
+    standby = argv[0] == STANDBY_FLAG
+    payload = json.loads(Path(argv[-1]).read_text())
     result_path = Path(payload["result_path"])
     try:
-        result = TaskResult(ok=True, outcome=run(payload))
+        outcome = run(payload, sys.stdin if standby else None)
+        if outcome is None:
+            return 0  # a standby that was not needed: no result
+        result = TaskResult(ok=True, outcome=outcome)
         code = 0
     except BaseException as exc:  # the supervisor reads the one-line error from the result file
         result = TaskResult(ok=False, error=error_line(exc))

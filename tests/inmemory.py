@@ -50,6 +50,8 @@ class InMemoryExecutor(Executor[Call]):
     events: list[tuple[str, str, int]] = field(default_factory=list)  # (event, task id, attempt)
     cancelled: list[Task] = field(default_factory=list)
     max_in_flight: int = 0
+    # every `upcoming` call: the (task id, attempt) pairs the loop said start next, in order
+    upcomings: list[list[tuple[str, int]]] = field(default_factory=list)
     entered: bool = False
     exited: bool = False
     _in_flight: set[int] = field(default_factory=set)
@@ -71,6 +73,11 @@ class InMemoryExecutor(Executor[Call]):
         self._in_flight.add(id(call))
         self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
         return call
+
+    def upcoming(self, tasks: list[Task]) -> None:
+        told = [(t.task_id, t.attempt) for t in tasks]
+        self.upcomings.append(told)
+        self.events.append(("upcoming", ",".join(f"{i}#{a}" for i, a in told), len(told)))
 
     def wait(self, handles: list[Call], timeout_s: float) -> list[tuple[Call, TaskResult]]:
         self._waits += 1

@@ -180,3 +180,44 @@ def test_every_ledger_version_changes_states_only_by_legal_transitions(tmp_path)
     assert seen["bronze-2024-02"] == ["pending", "running", "pending", "running", "succeeded"]
     assert seen["bronze-2024-04"] == ["pending", "running", "pending", "running", "pending", "running", "failed"]
     assert seen["silver"] == ["pending"]
+
+
+def _announced_before_started(executor: InMemoryExecutor) -> list[tuple[str, int]]:
+    """Every (task, attempt) the loop announced as upcoming after it had already started: must be none."""
+    started: set[tuple[str, int]] = set()
+    late = []
+    for event in executor.events:
+        if event[0] == "start":
+            started.add((event[1], event[2]))
+        elif event[0] == "upcoming":
+            told = [tuple(x.split("#")) for x in event[1].split(",") if x]
+            late += [(t, int(a)) for t, a in told if (t, int(a)) in started]
+    return late
+
+
+def test_the_executor_hears_what_starts_next_then_the_next_phase_then_nothing(tmp_path):
+    executor = InMemoryExecutor(slots=2, polls=3, behaviour=scripted({"bronze-2024-02": ["fail"]}))
+    record, _ = _run(_request(tmp_path), executor)
+    assert record.outcome == "succeeded"
+    told = executor.upcomings
+    # while prepare runs: the bronze chunks, in order; it is the only prepare task
+    assert told[0] == [(b, 1) for b in BRONZE]
+    # the failed chunk comes back as its next attempt
+    assert any(("bronze-2024-02", 2) in t for t in told)
+    # the next phase is announced only once every attempt of this one has started
+    silver_told = next(i for i, t in enumerate(told) if ("silver", 1) in t)
+    assert all(not any(x[0].startswith("bronze") for x in t) for t in told[silver_told:])
+    assert told[silver_told] == [("silver", 1)] and [("gold", 1)] in told[silver_told:]
+    assert told[-1] == []  # the run is over: no standby may wait
+    assert _announced_before_started(executor) == []
+    # what was announced is what started, attempt for attempt
+    announced = {x for t in told for x in t}
+    assert announced == {(c.task.task_id, c.task.attempt) for c in executor.started} - {("prepare", 1)}
+
+
+def test_a_failed_phase_withdraws_the_next_phase_it_announced(tmp_path):
+    executor = InMemoryExecutor(slots=2, behaviour=scripted({"bronze-2024-04": ["fail"] * 5}))
+    record, _ = _run(_request(tmp_path, retries=0), executor)
+    assert record.outcome == "failed"
+    assert executor.upcomings[-1] == []
+    assert "silver" not in {c.task.task_id for c in executor.started}

@@ -5,6 +5,7 @@ runs the default mode end to end)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -80,14 +81,17 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     assert status.returncode == 0 and "bronze-2024-03" in status.stdout and "succeeded" in status.stdout
 
 
-def test_ctrl_c_cancels_in_flight_chunks_keeps_committed_ones_and_leaves_no_process(spark, tmp_path):
+def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_leaves_no_process(spark, tmp_path):
     warehouse = tmp_path / "wh"
     args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2",
-            "--catalog-name", "cancelrun"]
+            "--standby", "1", "--catalog-name", "cancelrun"]
     before = java_and_workers()
     driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}})
     _wait_for_worker("bronze-2024-02", output)
     _wait_for_line("bronze-2024-01: succeeded", output)
+    # the last bronze chunk holds: silver's standby starts its session and waits behind the barrier
+    _wait_for_worker("silver", output)
+    _wait_for_line("[silver] standby: session up", output)
     driver.send_signal(signal.SIGINT)
     text = _output_at_exit(driver, output, timeout=120)
     assert driver.returncode == 130, text[-3000:]
@@ -97,12 +101,41 @@ def test_ctrl_c_cancels_in_flight_chunks_keeps_committed_ones_and_leaves_no_proc
     assert ledger["outcome"] == "cancelled"
     assert tasks["bronze-2024-01"]["status"] == "succeeded"
     assert tasks["bronze-2024-02"]["status"] == "cancelled"
+    assert tasks["silver"]["status"] == "cancelled" and tasks["silver"]["attempts"] == 0
     assert f"resume with: ray-backfill resume {run_id}" in text
     leftover = wait_gone(java_and_workers() - before, timeout=20)
-    assert not leftover, "cancel left JVMs or chunk processes behind"
+    assert not leftover, "cancel left JVMs, chunk processes or standbys behind"
     catalog = attach_catalog(spark, warehouse, "cancelrun")
     months = {r[0] for r in spark.table(BRONZE.qualified(catalog)).select(F.month("ts_utc")).distinct().collect()}
     assert months == {1}, "the committed chunk stays, the cancelled one left nothing"
+    assert spark.table(SILVER.qualified(catalog)).count() == 0, "silver's standby never read past the barrier"
+
+
+def test_each_standby_serves_one_task_and_a_dead_one_is_replaced_by_a_fresh_process(tmp_path):
+    warehouse = tmp_path / "wh"
+    args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "1",
+            "--standby", "1", "--catalog-name", "standbyrun"]
+    before = java_and_workers()
+    # the first chunk holds a while: the second one's standby is up meanwhile, and is killed
+    driver, output = _start_driver(args, {"bronze-2024-01": {"sleep_before_write": 20}})
+    _wait_for_line("[bronze-2024-01] fault drill: holding before the write", output)
+    standby = _wait_for_worker("bronze-2024-02", output)
+    assert "--standby" in standby.cmdline()
+    _wait_for_line("[bronze-2024-02] standby: session up", output)
+    standby.send_signal(signal.SIGKILL)
+    text = _output_at_exit(driver, output, timeout=300)
+    assert driver.returncode == 0, text[-4000:]
+    tasks = {t["task_id"]: t for t in read_ledger(warehouse, run_id_from(text))["tasks"]}
+    assert all(t["status"] == "succeeded" and t["attempts"] == 1 for t in tasks.values()), tasks
+    used = {task_id: t["metrics"].get("standby", False) for task_id, t in tasks.items()}
+    # prepare had no turn before it; the killed standby's chunk started afresh; the others took theirs
+    assert used == {"prepare": False, "bronze-2024-01": True, "bronze-2024-02": False, "silver": True,
+                    "gold": True}, used
+    assert re.search(r"\[bronze-2024-02\] attempt 1 starting on node \w+ in a new process", text), text[-4000:]
+    pids = [t["metrics"]["worker_pid"] for t in tasks.values()]
+    assert len(set(pids)) == len(pids), "a process served two tasks"
+    assert standby.pid not in pids
+    assert not wait_gone(java_and_workers() - before, timeout=20), "a standby outlived its run"
     # resuming a cancelled run: tests/test_loop.py (the loop) and the test above (a real resume)
 
 

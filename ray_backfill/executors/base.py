@@ -31,6 +31,9 @@ class TaskResult:
     peak_rss_mb: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    # the attempt's own process, and whether it had started ahead of its turn (a standby)
+    worker_pid: int | None = None
+    standby: bool = False
 
     @property
     def rows(self) -> int:
@@ -38,7 +41,8 @@ class TaskResult:
 
     def metrics(self) -> dict:
         """The attempt's phase seconds, spans and source counters, as the ledger keeps them."""
-        data: dict = {"started_at": self.started_at, "ended_at": self.ended_at}
+        data: dict = {"started_at": self.started_at, "ended_at": self.ended_at, "worker_pid": self.worker_pid,
+                      "standby": self.standby or None}
         if self.outcome is not None:
             o = self.outcome
             data.update(fetch_seconds=o.fetch_seconds, write_seconds=o.write_seconds, stop_seconds=o.stop_seconds,
@@ -48,7 +52,8 @@ class TaskResult:
     def to_json(self) -> dict:
         return {"ok": self.ok, "outcome": self.outcome.to_json() if self.outcome else None, "error": self.error,
                 "cancelled": self.cancelled, "seconds": self.seconds, "node_id": self.node_id,
-                "peak_rss_mb": self.peak_rss_mb, "started_at": self.started_at, "ended_at": self.ended_at}
+                "peak_rss_mb": self.peak_rss_mb, "started_at": self.started_at, "ended_at": self.ended_at,
+                "worker_pid": self.worker_pid, "standby": self.standby}
 
     @classmethod
     def from_json(cls, data: dict) -> "TaskResult":
@@ -96,6 +101,11 @@ class Executor(abc.ABC, Generic[Handle]):
     @abc.abstractmethod
     def cancel(self, handles: list[Handle]) -> None:
         """Stop these attempts; their processes are gone when this returns."""
+
+    def upcoming(self, tasks: list[Task]) -> None:
+        """The attempts the loop will start next, in order (the next phase's once this one's are
+        all started). An executor may start their processes ahead (standbys); a task no longer
+        listed has lost its turn and its standby may go. Default: nothing ahead."""
 
     def observe(self, record: "RunRecord", task: "TaskRecord") -> None:
         """Called after every state change the ledger saw (e.g. to export metrics)."""

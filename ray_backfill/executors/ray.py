@@ -33,7 +33,7 @@ from jobs.tasks import Task
 from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
 from ray_backfill.limiter import lease_holder
 from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.worker import SUPERVISOR_PID_ENV
+from ray_backfill.worker import STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -67,40 +67,76 @@ def _kill_tree(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         proc.wait(timeout=5)
 
 
-@ray.remote(num_cpus=0, max_concurrency=2)
+@ray.remote(num_cpus=0, max_concurrency=3)
 class ChunkSupervisor:
-    """Runs one task attempt in a child process on this actor's node."""
+    """Runs one task attempt in a child process on this actor's node, started cold or as a standby.
+
+    A standby (`standby()`) is the attempt's process started ahead of its turn: its session comes up
+    and waits; `run()` gives it the go-ahead. The process serves this one attempt and exits; if it
+    died while waiting, `run()` starts the attempt cold instead.
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._payload: dict | None = None
+        self._spawned = 0.0
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
 
-    def run(self, payload: dict, env: dict, timeout_s: float | None) -> TaskResult:
+    def _spawn(self, payload: dict, env: dict, standby: bool) -> None:
         task = payload["task"]
         workdir = Path(tempfile.mkdtemp(prefix=f"rbf-{task['task_id']}-"))
         payload = {**payload, "result_path": str(workdir / "result.json")}
         (workdir / "task.json").write_text(json.dumps(payload))
-        started = time.monotonic()
-        node_id = ray.get_runtime_context().get_node_id()
-        print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]}", flush=True)
         # No preexec_fn: with one, CPython runs the at-fork handlers, and gRPC's close this actor's
         # connections (seen: "ActorUnavailableError ... Socket closed"). The worker arranges to die
         # with this process itself (ray_backfill.worker.die_with_parent).
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "ray_backfill.worker", str(workdir / "task.json")],
+            [sys.executable, "-m", "ray_backfill.worker", *([STANDBY_FLAG] if standby else []),
+             str(workdir / "task.json")],
             env={**os.environ, **env, SUPERVISOR_PID_ENV: str(os.getpid())},
-            start_new_session=True, stdin=subprocess.DEVNULL,
+            start_new_session=True, stdin=subprocess.PIPE if standby else subprocess.DEVNULL, text=True,
         )
-        peak = 0.0
+        self._payload, self._spawned = payload, time.monotonic()
+
+    def standby(self, payload: dict, env: dict) -> int:
+        """Start the attempt's process ahead of its turn; its pid."""
+        with self._lock:
+            if self._proc is None:
+                self._spawn(payload, env, standby=True)
+            return self._proc.pid
+
+    def run(self, payload: dict, env: dict, timeout_s: float | None) -> TaskResult:
+        task = payload["task"]
+        node_id = ray.get_runtime_context().get_node_id()
+        with self._lock:
+            proc = self._proc
+            standby = proc is not None and proc.poll() is None and self._payload["task"] == task
+            if standby:
+                try:
+                    proc.stdin.write("go\n")  # the standby's turn: its task begins
+                    proc.stdin.close()
+                except OSError:  # it died just now
+                    standby = False
+            if not standby:
+                if proc is not None:
+                    _kill_tree(proc)
+                self._spawn(payload, env, standby=False)
+            proc, payload = self._proc, self._payload
+        how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
+        print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}", flush=True)
+        started = time.monotonic()
+        peak, sampled = 0.0, 0.0
         outcome = None
-        while self._proc.poll() is None:
-            peak = max(peak, tree_rss_mb(self._proc.pid))
+        while proc.poll() is None:
+            if time.monotonic() - sampled >= 1.0:  # memory changes slowly; reading a process tree costs CPU
+                peak, sampled = max(peak, tree_rss_mb(proc.pid)), time.monotonic()
             if self._cancelled.is_set():
                 outcome = "cancelled"
             elif timeout_s and time.monotonic() - started > timeout_s:
                 outcome = f"timed out after {timeout_s:.0f}s"
             if outcome:
-                _kill_tree(self._proc)
+                _kill_tree(proc)
                 break
             time.sleep(0.25)
         result_file = Path(payload["result_path"])
@@ -109,15 +145,21 @@ class ChunkSupervisor:
         elif result_file.is_file():
             result = TaskResult.from_json(json.loads(result_file.read_text()))
         else:
-            code = self._proc.returncode
+            code = proc.returncode
             why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} and no result"
             result = TaskResult(ok=False, error=f"chunk process {why}")
         result.node_id, result.peak_rss_mb = node_id, round(peak, 1)
         result.seconds = round(time.monotonic() - started, 2)
+        result.worker_pid, result.standby = proc.pid, standby
         return result
 
     def cancel(self) -> None:
+        """Stop the attempt: a running one ends as cancelled; a waiting standby is torn down."""
         self._cancelled.set()
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None and self._proc.stdin is not None \
+                    and not self._proc.stdin.closed:
+                _kill_tree(self._proc)  # a standby that never got its turn
 
 
 @dataclass(eq=False)
@@ -128,13 +170,22 @@ class _Attempt:
     node_id: str | None = None  # the node it was placed on
 
 
+@dataclass(eq=False)
+class _Standby:
+    """An attempt's supervisor and process, started ahead of the attempt's turn."""
+
+    task: Task
+    actor: object
+    node_id: str | None
+
+
 class RayExecutor(Executor[_Attempt]):
     """Fans tasks out to named supervisor actors; at most `slots` attempts in flight."""
 
     name = "ray"
 
     def __init__(self, settings: Settings, run_id: str, *, address: str | None, parallelism: int | None,
-                 chunk_timeout_s: float | None, echo=print):
+                 chunk_timeout_s: float | None, standby: int | None = None, echo=print):
         self.settings = settings
         self.run_id = run_id
         self.address = address
@@ -142,6 +193,10 @@ class RayExecutor(Executor[_Attempt]):
         self.chunk_timeout_s = chunk_timeout_s
         self.echo = echo
         self.slots = 1
+        self.requested_standby = standby
+        self.standby = 0  # attempts started ahead beyond the free slots
+        self._standbys: dict[str, _Standby] = {}  # task id -> its standby
+        self._running = 0
         self._started_ray = False
         self._gcs = None
         self._metrics = None
@@ -166,8 +221,11 @@ class RayExecutor(Executor[_Attempt]):
         self._gcs = ray.get_runtime_context().gcs_address
         self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
             self.requested_parallelism, "--parallelism")
+        self.standby, standby_why = self.default_standby() if self.requested_standby is None else (
+            self.requested_standby, "--standby")
         shown = f", dashboard http://{dashboard}" if dashboard else ""
-        self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why})")
+        self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why}), "
+                  f"{self.standby} standby ({standby_why})")
         source = self.settings.source
         if source.kind == "open-meteo" and not source.limits.is_unlimited:
             from ray_backfill.limiter import start_limiter
@@ -179,6 +237,7 @@ class RayExecutor(Executor[_Attempt]):
         return self
 
     def __exit__(self, *exc) -> None:
+        self.upcoming([])
         if self._limiter is not None:
             with contextlib.suppress(Exception):
                 ray.kill(self._limiter)
@@ -195,6 +254,41 @@ class RayExecutor(Executor[_Attempt]):
         n = min(by_cpu, by_mem)
         return n, f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB"
 
+    def default_standby(self) -> tuple[int, str]:
+        """Standbys beyond the free slots: one per slot where the cluster's CPUs would otherwise idle.
+
+        Starting a session ahead only pays with spare cores; on a cluster whose CPUs the running
+        chunks already fill, it would slow them down (docs/operations.md#standby-sessions). Standbys
+        count against the memory cap like running chunks.
+        """
+        res = ray.cluster_resources()
+        cpus = int(res.get("CPU", 1))
+        mem_mb = res.get("memory", 0) / 2**20
+        room = max(0, int(mem_mb // CHUNK_MEMORY_MB) - self.slots) if mem_mb else self.slots
+        needed = 2 * self.slots * self.settings.spark.executor_cores
+        if cpus < needed:
+            return 0, f"{cpus} CPUs, fewer than {needed} to start ahead"
+        return min(self.slots, room), f"{cpus} CPUs"
+
+    def upcoming(self, tasks: list[Task]) -> None:
+        """Keep standbys for the next attempts that fit: free slots plus `standby`; drop the rest."""
+        room = max(0, self.slots + self.standby - self._running)
+        wanted = {t.task_id: t for t in tasks[:room]}
+        for task_id, kept in list(self._standbys.items()):
+            if wanted.get(task_id) != kept.task:
+                self._drop_standby(self._standbys.pop(task_id))
+        for task in wanted.values():
+            if task.task_id not in self._standbys:
+                actor, node = self._new_supervisor(task)
+                actor.standby.remote(self._task_payload(task), self._env())
+                self._standbys[task.task_id] = _Standby(task, actor, node)
+
+    def _drop_standby(self, standby: _Standby) -> None:
+        """A standby whose turn will not come: its supervisor goes, its process with it."""
+        with contextlib.suppress(Exception):
+            ray.kill(standby.actor)
+        self._done_on(standby.node_id)
+
     def observe(self, record, task) -> None:
         """Export progress with ray.util.metrics: tasks by state, rows written, task seconds."""
         if self._metrics is None:
@@ -210,7 +304,8 @@ class RayExecutor(Executor[_Attempt]):
             return None
         return ray.get(self._limiter.snapshot.remote(), timeout=30)
 
-    def start(self, task: Task) -> _Attempt:
+    def _new_supervisor(self, task: Task) -> tuple[object, str | None]:
+        """A supervisor actor for `task`'s attempt, named after it, on the node with least of this run."""
         name = task.task_id if task.attempt == 1 else f"{task.task_id}-attempt{task.attempt}"
         # The chunk's process (its Spark driver) runs where its supervisor runs: spread the supervisors
         # over the nodes ourselves. Measured on Ray 2.60 with num_cpus=0 actors: SPREAD often put two
@@ -222,17 +317,37 @@ class RayExecutor(Executor[_Attempt]):
         if node:
             self._in_flight[node] += 1
             self._started[node] += 1
-        actor = ChunkSupervisor.options(name=name, lifetime="non_detached", scheduling_strategy=strategy).remote()
+        try:
+            actor = ChunkSupervisor.options(name=name, lifetime="non_detached", scheduling_strategy=strategy).remote()
+        except ValueError:  # the name is still held by a supervisor just killed (a dropped standby)
+            actor = ChunkSupervisor.options(name=f"{name}-{os.urandom(2).hex()}", lifetime="non_detached",
+                                            scheduling_strategy=strategy).remote()
+        return actor, node
+
+    def _env(self) -> dict:
         env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
         for var in ("RAY_BACKFILL_FAULTS", "RAY_AUTH_MODE", "PYTHONPATH"):
             if os.environ.get(var):
                 env[var] = os.environ[var]
-        ref = actor.run.remote(self._task_payload(task), env, self.chunk_timeout_s)
+        return env
+
+    def start(self, task: Task) -> _Attempt:
+        standby = self._standbys.pop(task.task_id, None)
+        if standby is not None and standby.task != task:
+            self._drop_standby(standby)
+            standby = None
+        actor, node = (standby.actor, standby.node_id) if standby else self._new_supervisor(task)
+        self._running += 1
+        ref = actor.run.remote(self._task_payload(task), self._env(), self.chunk_timeout_s)
         return _Attempt(task, actor, ref, node)
 
+    def _done_on(self, node_id: str | None) -> None:
+        if node_id and self._in_flight[node_id] > 0:
+            self._in_flight[node_id] -= 1
+
     def _done(self, attempt: _Attempt) -> None:
-        if attempt.node_id and self._in_flight[attempt.node_id] > 0:
-            self._in_flight[attempt.node_id] -= 1
+        self._running = max(0, self._running - 1)
+        self._done_on(attempt.node_id)
 
     def wait(self, handles: list[_Attempt], timeout_s: float) -> list[tuple[_Attempt, TaskResult]]:
         if not handles:
