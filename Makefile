@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
 
-.PHONY: setup jars services demo test test-fast bench clean
+.PHONY: setup jars services demo test test-fast bench sweep clean
 
 JARS ?= $(or $(RAY_BACKFILL_JARS),$(HOME)/.cache/ray-backfill/jars)
 
@@ -40,6 +40,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.chunk_overhead
 	$(BIN)/python -m benchmarks.chunk_cpu
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# How cost grows with the work (an idle machine, about an hour): results in benchmarks/results/sweep.*
+sweep: setup
+	$(BIN)/python -m benchmarks.sweep
 
 clean:
 	rm -rf $(VENV) warehouse

@@ -78,10 +78,11 @@ def measure(mode: str, cds: bool, warehouse: str, env: dict, java_options: str =
 
 
 # (label, class-data sharing, extra driver JVM options): what each Spark mode is measured with.
-# RayDP's driver runs with a -javaagent, so no archive for it (ray_backfill/cds.py).
+# Local: the driver's dynamic archive; RayDP: one static archive for its four JVMs (ray_backfill/cds.py).
 VARIANTS = {
     "local": [("plain", False, ""), ("cds", True, ""), ("cds + quick-start", True, QUICK_START_JVM)],
-    "raydp": [("plain", False, ""), ("quick-start", False, QUICK_START_JVM)],
+    "raydp": [("plain", False, ""), ("quick-start", False, QUICK_START_JVM), ("cds", True, ""),
+              ("cds + quick-start", True, QUICK_START_JVM)],
 }
 
 

@@ -144,3 +144,31 @@ def test_processes_are_told_apart_by_their_command_lines(cmd, name, parent_cmd, 
 
     parent = Seen(1, 0, parent_cmd, "", 0, 0, 0, 0, False)
     assert classify(Seen(2, 1, cmd, name, 0, 1, 0, 1, False), {1: parent}, driver_pid=None) == expected
+
+
+def test_the_sweep_fit_recovers_fixed_per_chunk_and_per_row_costs_and_the_crossover():
+    from benchmarks import sweep
+
+    def runs(fixed, per_chunk, per_10k, mode):
+        shapes = [(3, 52_000), (6, 104_000), (12, 209_000), (22, 377_000), (94, 377_000), (6, 416_000)]
+        return [{"mode": mode, "chunks": c, "rows": r, "wall_s": fixed + per_chunk * c + per_10k * r / 1e4,
+                 "cpu_s": 2 * (fixed + per_chunk * c + per_10k * r / 1e4)} for c, r in shapes]
+
+    results = {"runs": runs(20, 2.0, 1.0, "sequential") + runs(40, 6.0, 0.5, "ray local p=2")
+               + runs(60, 12.0, 1.5, "ray raydp p=2")}
+    sweep.conclude(results)
+    wall = results["fits"]["ray local p=2"]["wall"]
+    assert (wall["fixed_s"], wall["per_chunk_s"], wall["per_10k_rows_s"]) == (40.0, 6.0, 0.5)
+    assert results["fits"]["sequential"]["cpu"]["per_chunk_s"] == 4.0
+    # local pays 4 s more per chunk and saves 0.5 s per 10k rows: even above 80k rows per chunk
+    assert results["crossover_rows_per_chunk"]["ray local p=2"] == pytest.approx(80_000)
+    assert results["crossover_rows_per_chunk"]["ray raydp p=2"] is None  # dearer per chunk and per row
+    assert "never beats the baseline" in sweep.markdown({**results, "runs": [], "started_at": "t", "command": "c"})
+
+
+def test_the_sweep_locations_are_distinct_and_load(tmp_path):
+    from benchmarks import sweep
+    from jobs.inputs import load_locations
+
+    locations = load_locations(sweep.locations_file(96, tmp_path))
+    assert len(locations) == 96 and len({(loc.latitude, loc.longitude) for loc in locations}) == 96
