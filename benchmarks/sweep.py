@@ -97,7 +97,8 @@ def run_one(point: Point, mode: str, server: FakeOpenMeteoServer, folder: Path, 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     busy, started = machine_busy_seconds(), time.monotonic()
     with open(folder / f"{slug}.log", "w") as log:
-        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=timeout_s).returncode
     wall = time.monotonic() - started
     time.sleep(2)  # the last JVMs and Ray's daemons wind down: their CPU counts too
     cpu = machine_busy_seconds() - busy
@@ -143,7 +144,8 @@ def conclude(results: dict) -> None:
             results["fits"][mode] = {"wall": fit(runs, "wall_s"), "cpu": fit(runs, "cpu_s")}
     base = results["fits"].get("sequential")
     results["crossover_rows_per_chunk"] = {
-        mode: crossover(f["wall"], base["wall"]) for mode, f in results["fits"].items() if base and mode != "sequential"}
+        mode: crossover(f["wall"], base["wall"])
+        for mode, f in results["fits"].items() if base and mode != "sequential"}
 
 
 def markdown(results: dict) -> str:
@@ -155,7 +157,8 @@ def markdown(results: dict) -> str:
                      f"{r['cpu_s']:.1f} |")
     lines += ["", "Fit per mode, `seconds = fixed + per chunk × chunks + per 10k rows × rows / 10,000` "
               "(least squares over the points; worst = largest relative error of the fit):", "",
-              "| mode | wall: fixed | per chunk | per 10k rows | worst | CPU: fixed | per chunk | per 10k rows | worst |",
+              "| mode | wall: fixed | per chunk | per 10k rows | worst "
+              "| CPU: fixed | per chunk | per 10k rows | worst |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, f in results["fits"].items():
         w, c = f["wall"], f["cpu"]
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if mode not in MODES:
             parser.error(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
     limits = PROFILES[PROFILE]
-    results: dict = {"machine": report.machine(), "command": "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:]),
+    results: dict = {"machine": report.machine(),
+                     "command": "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:]),
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": []}
     with tempfile.TemporaryDirectory(prefix="rbf-sweep-") as tmp:
         folder = Path(tmp)

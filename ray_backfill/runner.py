@@ -79,7 +79,8 @@ class BackfillRequest:
             "settings": settings_to_dict(self.settings), "start_date": self.date_range.start_date.isoformat(),
             "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
             "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
-            "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s, "address": self.address,
+            "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s,
+            "address": self.address,
         }
 
     @classmethod
@@ -88,7 +89,8 @@ class BackfillRequest:
             settings=settings_from_dict(data["settings"]),
             date_range=DateRange(dt.date.fromisoformat(data["start_date"]), dt.date.fromisoformat(data["end_date"])),
             granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
-            parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"], chunk_timeout_s=data["chunk_timeout_s"],
+            parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"],
+            chunk_timeout_s=data["chunk_timeout_s"],
             address=data["address"], run_id=run_id,
         )
 
