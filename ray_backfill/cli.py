@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="ray (default): chunks in parallel, fresh session each; sequential: the old baseline")
         p.add_argument("--parallelism", type=int, default=None, help="chunks in flight (default: from the cluster)")
         p.add_argument("--standby", type=int, default=None,
-                       help="chunks started ahead of their turn beyond free slots (default: 1 per slot where "
-                            "the cluster has idle CPUs, else 0)")
+                       help="chunks started ahead of their turn beyond the free slots (default: 1 per slot "
+                            "where the cluster has idle CPUs, else 0); 0: none ahead, not even in free slots")
         p.add_argument("--retries", type=int, default=None, help="extra attempts per chunk (default 2)")
         p.add_argument("--chunk-timeout", type=float, default=None, help="seconds before a chunk attempt is killed")
         p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local one)")

@@ -194,7 +194,7 @@ class RayExecutor(Executor[_Attempt]):
         self.echo = echo
         self.slots = 1
         self.requested_standby = standby
-        self.standby = 0  # attempts started ahead beyond the free slots
+        self.standby = 0  # attempts started ahead beyond the free slots; --standby 0 starts none ahead at all
         self._standbys: dict[str, _Standby] = {}  # task id -> its standby
         self._running = 0
         self._started_ray = False
@@ -224,8 +224,9 @@ class RayExecutor(Executor[_Attempt]):
         self.standby, standby_why = self.default_standby() if self.requested_standby is None else (
             self.requested_standby, "--standby")
         shown = f", dashboard http://{dashboard}" if dashboard else ""
-        self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why}), "
-                  f"{self.standby} standby ({standby_why})")
+        ahead = "no standby sessions" if self.requested_standby == 0 else (
+            f"standby sessions in free slots + {self.standby} ({standby_why})")
+        self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why}), {ahead}")
         source = self.settings.source
         if source.kind == "open-meteo" and not source.limits.is_unlimited:
             from ray_backfill.limiter import start_limiter
@@ -272,7 +273,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def upcoming(self, tasks: list[Task]) -> None:
         """Keep standbys for the next attempts that fit: free slots plus `standby`; drop the rest."""
-        room = max(0, self.slots + self.standby - self._running)
+        room = 0 if self.requested_standby == 0 else max(0, self.slots + self.standby - self._running)
         wanted = {t.task_id: t for t in tasks[:room]}
         for task_id, kept in list(self._standbys.items()):
             if wanted.get(task_id) != kept.task:
