@@ -339,10 +339,13 @@ class _Loop:
         chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
         return Task(task.task_id, task.stage, chunk, task.attempts + 1, self.record.run_id)
 
-    def _tell_upcoming(self, queue: list[TaskRecord], then: list[TaskRecord]) -> None:
-        """Tell the executor what starts next: this phase's queue, else the next phase's tasks."""
+    def _tell_upcoming(self, queue: list[TaskRecord], then: list[TaskRecord], running: int) -> None:
+        """Tell the executor what starts next: this phase's queue, else the next phase's tasks.
+
+        Told again when the list or the number of attempts in flight changes (a slot that frees
+        up at a phase's tail is room for a standby)."""
         ahead = queue or [t for t in then if t.status != ChunkStatus.SUCCEEDED]
-        key = [(t.task_id, t.attempts) for t in ahead]
+        key = [running, *((t.task_id, t.attempts) for t in ahead)]
         if key != self._told:
             self._told = key
             self.executor.upcoming([self._attempt(t) for t in ahead])
@@ -373,7 +376,7 @@ class _Loop:
                     began = time.time()
                     handle = self.executor.start(attempt)
                     in_flight[id(handle)] = _InFlight(handle, task, began)
-                self._tell_upcoming(queue, list(then))
+                self._tell_upcoming(queue, list(then), len(in_flight))
                 for handle, result in self.executor.wait([f.handle for f in in_flight.values()], timeout_s=0.5):
                     flight = in_flight.pop(id(handle))
                     # wall-clock span of the attempt, for timelines, where the executor did not measure it
