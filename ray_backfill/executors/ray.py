@@ -247,9 +247,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def default_parallelism(self) -> tuple[int, str]:
         """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory."""
-        res = ray.cluster_resources()
-        cpus = int(res.get("CPU", 1))
-        mem_mb = res.get("memory", 0) / 2**20
+        cpus, mem_mb = _cluster_cpus_and_memory_mb()
         by_cpu = max(1, cpus // self.settings.spark.executor_cores)
         by_mem = max(1, int(mem_mb // CHUNK_MEMORY_MB)) if mem_mb else by_cpu
         n = min(by_cpu, by_mem)
@@ -262,9 +260,7 @@ class RayExecutor(Executor[_Attempt]):
         chunks already fill, it would slow them down (docs/operations.md#standby-sessions). Standbys
         count against the memory cap like running chunks.
         """
-        res = ray.cluster_resources()
-        cpus = int(res.get("CPU", 1))
-        mem_mb = res.get("memory", 0) / 2**20
+        cpus, mem_mb = _cluster_cpus_and_memory_mb()
         room = max(0, int(mem_mb // CHUNK_MEMORY_MB) - self.slots) if mem_mb else self.slots
         needed = 2 * self.slots * self.settings.spark.executor_cores
         if cpus < needed:
@@ -415,6 +411,12 @@ def pick_node(nodes: Sequence[str], in_flight: Mapping[str, int], started: Mappi
     Ties go to the earlier node in `nodes`; None when there is no node to choose from.
     """
     return min(nodes, key=lambda node: (in_flight.get(node, 0), started.get(node, 0)), default=None)
+
+
+def _cluster_cpus_and_memory_mb() -> tuple[int, float]:
+    """The connected cluster's CPUs and memory (MiB; 0 when Ray reports none)."""
+    res = ray.cluster_resources()
+    return int(res.get("CPU", 1)), res.get("memory", 0) / 2**20
 
 
 def _cpu_nodes() -> list[str]:
