@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run before it fails")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs an interrupted sweep saved in <out>/sweep.partial.json, run the rest")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for mode in modes:
@@ -218,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": report.machine(),
                      "command": "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:]),
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": []}
+    partial = args.out / "sweep.partial.json"
+    if args.resume and partial.exists():
+        results = json.loads(partial.read_text())
+        print(f"resuming: {len(results['runs'])} runs kept from {partial}", flush=True)
+    done = {(r["point"]["label"], r["mode"]) for r in results["runs"]}
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rbf-sweep-") as tmp:
         folder = Path(tmp)
         every = load_locations(locations_file(240, folder))
@@ -226,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                                  calls_per_day=limits.per_day) as server:
             for point in points(args.quick):
                 for mode in modes:
+                    if (point.label, mode) in done:
+                        continue
                     run = run_one(point, mode, server, folder, args.timeout)
                     results["runs"].append(run)
+                    partial.write_text(json.dumps(results, indent=1))  # an interrupted sweep keeps its runs
                     print(f"{point.label:28} {mode:14} {run['chunks']:3} chunks {run['rows']:>9,} rows "
                           f"{run['wall_s']:7.1f}s wall {run['cpu_s']:7.1f} CPU-s", flush=True)
     rows_by_point: dict[str, set[int]] = {}
@@ -235,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         rows_by_point.setdefault(r["point"]["label"], set()).add(r["rows"])
     results["rows_identical"] = all(len(v) == 1 for v in rows_by_point.values())
     conclude(results)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep.json").write_text(json.dumps(results, indent=1))
     (args.out / "sweep.md").write_text(markdown(results) + "\n")
     plot(results, args.out / "sweep.png")
+    partial.unlink(missing_ok=True)
     print(markdown(results))
     if not results["rows_identical"]:
         print("error: the modes wrote different bronze row counts at one point (see sweep.json)", file=sys.stderr)
