@@ -49,6 +49,45 @@ class Seen:
     existed_before: bool
 
 
+CPUACCT = "/sys/fs/cgroup/cpuacct"  # cgroup v1 CPU accounting, where this machine has it
+
+
+class CgroupCpu:
+    """CPU-seconds of one command and everything it starts (Ray's daemons, workers, JVMs), exactly.
+
+    A cgroup (v1 cpuacct) of its own that the command joins before exec; its descendants stay in
+    it even when they daemonize, and other work on the machine is not counted. `available()` is
+    False without a writable cpuacct hierarchy (not root, cgroup v2 only): then use
+    `machine_busy_seconds` on an idle machine.
+    """
+
+    def __init__(self, name: str):
+        self.path = os.path.join(CPUACCT, f"rbf-bench-{os.getpid()}-{name}")
+
+    @staticmethod
+    def available() -> bool:
+        return os.path.isdir(CPUACCT) and os.access(CPUACCT, os.W_OK)
+
+    def __enter__(self) -> "CgroupCpu":
+        os.makedirs(self.path, exist_ok=True)
+        return self
+
+    def join(self) -> None:
+        """Move the calling process in (a subprocess's preexec_fn)."""
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+
+    def seconds(self) -> float:
+        with open(os.path.join(self.path, "cpuacct.usage")) as handle:
+            return int(handle.read()) / 1e9
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.rmdir(self.path)  # fails while a process is left in it: the caller sees that in ps
+        except OSError:
+            pass
+
+
 def machine_busy_seconds() -> float:
     """CPU-seconds the machine spent busy since boot (all cores), from /proc/stat."""
     with open("/proc/stat") as handle:

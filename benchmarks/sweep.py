@@ -8,7 +8,8 @@ monthly chunks (2024-01-01 on; 22 is RW-22) at 24 locations; RW-22 in weekly chu
 chunks at 96 and 240 locations (the 24 real ones and copies of them a few km off). Modes: the
 sequential baseline (one warm local session), Ray with a local session per chunk and Ray with a
 RayDP session per chunk, both at parallelism 2. Each run is a fresh `ray-backfill run`; its CPU
-is the machine's busy time from /proc/stat over the run (the machine should be idle).
+is the CPU time of the run's process and all it starts, from a cgroup of its own (cpuacct; where
+that is not writable, the machine's busy time from /proc/stat over the run: keep the machine idle).
 
 Per mode, a least-squares fit of `seconds = fixed + per_chunk × chunks + per_10k_rows × rows/10,000`,
 for wall and CPU seconds; from it the chunk size (rows per chunk) above which a Ray mode beats the
@@ -18,6 +19,7 @@ baseline. Results: benchmarks/results/sweep.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.cpu import machine_busy_seconds
+from benchmarks.cpu import CgroupCpu, machine_busy_seconds
 from jobs.config import DATA_DIR
 from jobs.inputs import load_locations
 from jobs.sources.fake_server import FakeOpenMeteoServer
@@ -96,13 +98,15 @@ def run_one(point: Point, mode: str, server: FakeOpenMeteoServer, folder: Path, 
            "--source", "open-meteo", "--api-url", server.url, "--source-profile", PROFILE,
            "--locations-file", str(locations_file(point.locations, folder)), *MODES[mode]]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    busy, started = machine_busy_seconds(), time.monotonic()
-    with open(folder / f"{slug}.log", "w") as log:
-        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=timeout_s).returncode
-    wall = time.monotonic() - started
-    time.sleep(2)  # the last JVMs and Ray's daemons wind down: their CPU counts too
-    cpu = machine_busy_seconds() - busy
+    with contextlib.ExitStack() as stack:
+        group = stack.enter_context(CgroupCpu(slug)) if CgroupCpu.available() else None
+        busy, started = machine_busy_seconds(), time.monotonic()
+        with open(folder / f"{slug}.log", "w") as log:
+            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                  preexec_fn=group.join if group else None).returncode
+        wall = time.monotonic() - started
+        time.sleep(2)  # the last JVMs and Ray's daemons wind down: their CPU counts too
+        cpu = group.seconds() if group else machine_busy_seconds() - busy
     if code != 0:
         raise RuntimeError(f"{point.label}, {mode} failed: see {folder / f'{slug}.log'}")
     runs_dir = warehouse / "_ray_backfill" / "runs"
@@ -110,7 +114,8 @@ def run_one(point: Point, mode: str, server: FakeOpenMeteoServer, folder: Path, 
     bronze = [t for t in run_report["tasks"] if t["stage"] == "bronze"]
     return {"point": dataclasses.asdict(point) | {"start": point.start.isoformat(), "end": point.end.isoformat()},
             "mode": mode, "chunks": len(bronze), "rows": sum(t["rows"] for t in bronze),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "command": " ".join(cmd[3:])}
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "cpu_from": "cgroup" if CgroupCpu.available() else "machine", "command": " ".join(cmd[3:])}
 
 
 def fit(runs: list[dict], key: str) -> dict:
@@ -151,7 +156,8 @@ def conclude(results: dict) -> None:
 
 def markdown(results: dict) -> str:
     lines = [f"Scaling sweep ({results['started_at']}, `{results['command']}`): fake Open-Meteo server at the "
-             f"`{PROFILE}` profile, all variables; CPU = machine busy time over the run.", "",
+             f"`{PROFILE}` profile, all variables; CPU = the run's process tree (cgroup cpuacct) or, where marked "
+             "machine, the machine's busy time over the run.", "",
              "| point | mode | chunks | bronze rows | wall s | CPU-s |", "|---|---|---:|---:|---:|---:|"]
     for r in results["runs"]:
         lines.append(f"| {r['point']['label']} | {r['mode']} | {r['chunks']} | {r['rows']:,} | {r['wall_s']:.1f} | "
