@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.cpu import CgroupCpu, machine_busy_seconds
+from benchmarks.cpu import CgroupCpu, machine_busy_seconds, take_the_cpu_first
 from jobs.config import DATA_DIR
 from jobs.inputs import load_locations
 from jobs.sources.fake_server import FakeOpenMeteoServer
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         if mode not in MODES:
             parser.error(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
     limits = PROFILES[PROFILE]
-    results: dict = {"machine": report.machine(),
+    first = take_the_cpu_first()
+    results: dict = {"machine": report.machine(), "cpu_priority": "cgroup shares 262144" if first else "none",
                      "command": "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:]),
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": []}
     partial = args.out / "sweep.partial.json"
