@@ -14,6 +14,8 @@ from typing import Sequence
 from jobs.context import load_inputs
 from jobs.errors import BackfillError
 from jobs.tasks import DATA_STAGES
+from ray_backfill.executors.base import error_line
+from ray_backfill.ledger import driver_state
 from ray_backfill.options import LEDGER_FLAGS, add_options
 from ray_backfill.plan import GRANULARITIES
 from ray_backfill.progress import Progress, summary_table
@@ -96,10 +98,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     ledger = ledger_for_args(args)
-    if args.run_id:
+    if args.run_id is not None:
         record = ledger.load(args.run_id)
-        print(f"run {record.run_id}: {record.outcome or 'in progress (or its driver was killed)'}, "
+        print(f"run {record.run_id}: {driver_state(record)[1]}, "
               f"started {record.created_at}, finished {record.finished_at or '-'}")
+        if record.error:
+            print(f"  {record.error}")
         print(Progress.bar(record))
         print(summary_table(record))
         return 0
@@ -108,10 +112,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"no runs recorded under {ledger.root}")
         return 0
     for run_id in ids[-20:]:
-        record = ledger.load(run_id)
+        try:
+            record = ledger.load(run_id)
+        except BackfillError as exc:  # one broken ledger does not hide the others
+            print(f"{run_id}  unreadable   {exc}")
+            continue
         req = record.request
-        print(f"{run_id}  {record.outcome or 'unfinished':<10} {req['start_date']} .. {req['end_date']}  "
-              f"{req['executor']:<10} {Progress.bar(record, width=10)}")
+        shown = record.outcome or {"running": "running", "lost": "driver lost"}[driver_state(record)[0]]
+        print(f"{run_id}  {shown:<11} {req.get('start_date')} .. {req.get('end_date')}  "
+              f"{req.get('executor', '-'):<10} {Progress.bar(record, width=10)}")
     return 0
 
 
@@ -131,6 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an outside failure: the trace for a report, then one line
+        logging.getLogger("ray_backfill").debug("unexpected error", exc_info=True)
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
+import os
 import random
 import shlex
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,19 +23,22 @@ from typing import Callable
 from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from jobs.context import StageInputs, load_inputs
 from jobs.dates import Chunk, DateRange
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, InputError
 from jobs.inspect import TableSummary, format_summaries
 from jobs.sources.limits import estimate_seconds
 from jobs.sources.openmeteo import request_weight
 from jobs.tasks import DATA_STAGES, Task
-from ray_backfill.executors.base import Executor, TaskResult
+from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
+    HEARTBEAT_S,
     ChunkStatus,
     RunLedger,
     RunRecord,
     TaskRecord,
+    driver_state,
     new_run_id,
     open_ledger,
+    utcnow,
 )
 from ray_backfill.options import resolve
 from ray_backfill.plan import Granularity, plan_chunks
@@ -65,8 +72,8 @@ class BackfillRequest:
             raise ConfigError(f"--standby {self.standby} must be >= 0")
         if self.retries < 0:
             raise ConfigError(f"--retries {self.retries} must be >= 0")
-        if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
-            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be > 0 seconds")
+        if self.chunk_timeout_s is not None and not (math.isfinite(self.chunk_timeout_s) and self.chunk_timeout_s > 0):
+            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be a finite number of seconds > 0")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor!r} is unknown; use {' or '.join(EXECUTORS)}")
 
@@ -173,9 +180,8 @@ def new_record(request: BackfillRequest) -> RunRecord:
 
 
 def resume_command(request: BackfillRequest) -> str:
-    parts = ["ray-backfill", "resume", request.run_id]
-    if request.settings.catalog.warehouse != CatalogConfig().warehouse:
-        parts += ["--warehouse", str(request.settings.catalog.warehouse)]
+    """The command that resumes the run from any directory: it always names the warehouse."""
+    parts = ["ray-backfill", "resume", request.run_id, "--warehouse", str(request.settings.catalog.warehouse)]
     if request.settings.catalog.ledger_dir:
         parts += ["--ledger-dir", request.settings.catalog.ledger_dir]
     return shlex.join(parts)
@@ -226,6 +232,7 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     ensure_warehouse(settings.catalog)
     ledger = ledger or open_ledger(settings.catalog)
     record = record or new_record(request)
+    check_no_live_driver(ledger, record)
     previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
     started = time.monotonic()
     try:
@@ -237,14 +244,76 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     return record
 
 
+def _overlaps(a: dict, b: dict) -> bool:
+    return a["start_date"] <= b["end_date"] and b["start_date"] <= a["end_date"]
+
+
+def check_no_live_driver(ledger: RunLedger, record: RunRecord) -> None:
+    """Refuse a second driver on a run whose driver is alive, and a run whose dates overlap a live
+    run's on the same warehouse (their chunks would replace each other's rows).
+
+    A run is live while its heartbeat is fresh (ledger.driver_state): the lease expires on its own
+    when its driver dies. Unreadable ledgers of other runs are skipped here (`status` names them).
+    """
+    state, line = driver_state(record) if record.driver else ("new", "")
+    if state == "running":
+        raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
+    warehouse = record.request["settings"]["catalog"]["warehouse"]
+    for run_id in ledger.run_ids():
+        if run_id == record.run_id:
+            continue
+        try:
+            other = ledger.load(run_id)
+        except InputError:
+            continue
+        if (other.outcome is None and driver_state(other)[0] == "running" and _overlaps(other.request, record.request)
+                and other.request["settings"]["catalog"]["warehouse"] == warehouse):
+            raise ConfigError(f"run {run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
+                              f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
+                              f"{record.request['start_date']} .. {record.request['end_date']}; wait for it to "
+                              "end, or give a range that does not overlap")
+
+
+class _Heartbeat:
+    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open."""
+
+    def __init__(self, ledger: RunLedger, record: RunRecord, every_s: float | None = None):
+        self.ledger, self.record, self.every_s = ledger, record, every_s or HEARTBEAT_S
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.ledger.event(self.record, heartbeat_at=utcnow())
+            except Exception:  # a missed beat is not the run's failure; the next one may land
+                continue
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
                 progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
-    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step."""
+    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step.
+
+    Every exit leaves the ledger with an outcome: succeeded, failed (a task failed, or the driver
+    raised: `record.error` says what), or cancelled (Ctrl-C, SIGTERM); attempts in flight are
+    stopped first. Only a killed driver leaves none, and its heartbeat then goes stale.
+    """
     for task in record.tasks:  # a resume re-runs whatever did not succeed
         if task.status != ChunkStatus.SUCCEEDED:
             task.status = ChunkStatus.PENDING
-    record.outcome, record.finished_at = None, None
+    record.outcome, record.finished_at, record.error = None, None, None
+    record.driver = {"host": socket.gethostname(), "pid": os.getpid()}
+    record.heartbeat_at = utcnow()
     ledger.save(record)
+    heartbeat = _Heartbeat(ledger, record).__enter__()
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     try:
@@ -265,7 +334,14 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
             if not task.status.is_terminal():
                 task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
         raise
+    except Exception as exc:
+        record.outcome, record.error = "failed", f"the driver failed: {error_line(exc)}"
+        for task in record.tasks:
+            if task.status == ChunkStatus.RUNNING:
+                task.move(ChunkStatus.FAILED, error=record.error)
+        raise
     finally:
+        heartbeat.__exit__()
         progress.close()
         record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         record.stage_seconds["total"] = round(time.monotonic() - started, 2)
@@ -305,6 +381,8 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
              f"({catalog.kind}: {catalog_at}), warehouse {_warehouse_text(catalog)}; report {report_path}")
         return
     echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
+    if record.error:
+        echo(f"  {record.error}")
     for t in failed:
         echo(f"  {t.task_id}: {t.status.value} after {t.attempts} attempt(s): {t.error}")
     if any(t.stage == "bronze" for t in failed):
@@ -330,7 +408,7 @@ class _Loop:
         self._told: list | None = None  # the upcoming attempts last told to the executor
 
     def _event(self, task: TaskRecord, line: str) -> None:
-        self.ledger.save(self.record)
+        self.ledger.event(self.record, task)
         self.executor.observe(self.record, task)
         self.progress.event(self.record, line)
 
@@ -387,7 +465,7 @@ class _Loop:
                     self._finish(flight.task, result, tries, not_before, queue)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
             self.executor.cancel([f.handle for f in in_flight.values()])
             raise
         finally:

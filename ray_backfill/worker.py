@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from jobs.tasks import Task, TaskOutcome
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+# the drills act only where this is also set to 1 (tests, an operator's rehearsal): a stray
+# RAY_BACKFILL_FAULTS in a production environment does nothing
+FAULTS_ENABLED_ENV = "RAY_BACKFILL_FAULT_DRILLS"
 STANDBY_FLAG = "--standby"
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
@@ -48,12 +51,15 @@ def die_with_parent() -> None:
 
 
 def _inject(task: "Task", point: str) -> None:
-    """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}'.
+    """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}', only
+    with RAY_BACKFILL_FAULT_DRILLS=1.
 
     Keys: "fail_attempts": N (raise in attempts 1..N), "always_fail": true,
     "sleep_before_write": seconds (hold the FIRST attempt mid-run, after its fetch and session start
     and before its commit, e.g. to kill it there).
     """
+    if os.environ.get(FAULTS_ENABLED_ENV) != "1":
+        return
     faults = json.loads(os.environ.get(FAULTS_ENV) or "{}").get(task.task_id)
     if not faults:
         return

@@ -130,7 +130,7 @@ def _start_driver(args, faults):
     from tests.helpers import CLI, ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_BACKFILL_FAULTS"] = json.dumps(faults)
+    env["RAY_BACKFILL_FAULTS"], env["RAY_BACKFILL_FAULT_DRILLS"] = json.dumps(faults), "1"
     # Ray holds back a log line that differs from an earlier one only in its digits ("[bronze-2024-02] …"
     # after "[bronze-2024-01] …"): the test waits for such lines
     env["RAY_DEDUP_LOGS"] = "0"

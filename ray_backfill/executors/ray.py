@@ -219,8 +219,13 @@ class RayExecutor(Executor[_Attempt]):
             self.__exit__()
             raise
         self._gcs = ray.get_runtime_context().gcs_address
-        self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
-            self.requested_parallelism, "--parallelism")
+        self.slots, why = self.default_parallelism()
+        if self.requested_parallelism:
+            if self.requested_parallelism > self.slots:
+                self.echo(f"warning: --parallelism {self.requested_parallelism} is more than the cluster holds; "
+                          f"capped to {self.slots} ({why})")
+            else:
+                self.slots, why = self.requested_parallelism, "--parallelism"
         self.standby, standby_why = self.default_standby() if self.requested_standby is None else (
             self.requested_standby, "--standby")
         shown = f", dashboard http://{dashboard}" if dashboard else ""
@@ -246,12 +251,14 @@ class RayExecutor(Executor[_Attempt]):
             ray.shutdown()
 
     def default_parallelism(self) -> tuple[int, str]:
-        """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory."""
+        """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory; also the most
+        `--parallelism` may ask for (more would queue JVMs for CPUs or run the nodes out of memory)."""
         cpus, mem_mb = _cluster_cpus_and_memory_mb()
         by_cpu = max(1, cpus // self.settings.spark.executor_cores)
         by_mem = max(1, int(mem_mb // CHUNK_MEMORY_MB)) if mem_mb else by_cpu
         n = min(by_cpu, by_mem)
-        return n, f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB"
+        return n, (f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB "
+                   f"/ {CHUNK_MEMORY_MB / 1024:.1f} GiB per chunk")
 
     def default_standby(self) -> tuple[int, str]:
         """Standbys beyond the free slots: one per slot where the cluster's CPUs would otherwise idle.
@@ -323,7 +330,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def _env(self) -> dict:
         env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
-        for var in ("RAY_BACKFILL_FAULTS", "RAY_AUTH_MODE", "PYTHONPATH"):
+        for var in ("RAY_BACKFILL_FAULTS", "RAY_BACKFILL_FAULT_DRILLS", "RAY_AUTH_MODE", "PYTHONPATH"):
             if os.environ.get(var):
                 env[var] = os.environ[var]
         return env
