@@ -485,7 +485,7 @@ class _Loop:
                 self.summary = result.outcome.summary
             task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
             self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
-        elif tries[task.task_id] <= self.request.retries and not result.cancelled:
+        elif tries[task.task_id] <= self.request.retries and not result.cancelled and not result.permanent:
             wait = self.retry.delay(tries[task.task_id])
             not_before[task.task_id] = time.monotonic() + wait
             task.move(ChunkStatus.PENDING, error=result.error, **common)
@@ -494,4 +494,5 @@ class _Loop:
         else:
             final = ChunkStatus.CANCELLED if result.cancelled else ChunkStatus.FAILED
             task.move(final, error=result.error, **common)
-            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s): {result.error}")
+            why = " (permanent: not retried)" if result.permanent and not result.cancelled else ""
+            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s){why}: {result.error}")

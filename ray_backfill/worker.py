@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ray_backfill.executors.base import TaskResult, error_line
+    from ray_backfill.executors.base import TaskResult, error_line, is_permanent
 
     standby = argv[0] == STANDBY_FLAG
     payload = json.loads(Path(argv[-1]).read_text())
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         result = TaskResult(ok=True, outcome=outcome)
         code = 0
     except BaseException as exc:  # the supervisor reads the one-line error from the result file
-        result = TaskResult(ok=False, error=error_line(exc))
+        result = TaskResult(ok=False, error=error_line(exc), permanent=is_permanent(exc))
         logging.getLogger(__name__).exception("task %s failed", payload["task"]["task_id"])
         code = 1
     tmp = result_path.with_suffix(".tmp")

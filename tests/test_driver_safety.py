@@ -270,3 +270,78 @@ def test_the_fault_drills_do_nothing_unless_switched_on_for_tests(monkeypatch):
     monkeypatch.setenv(FAULTS_ENABLED_ENV, "1")
     with pytest.raises(RuntimeError, match="injected failure in bronze-2024-01 attempt 1"):
         _inject(task, "start")
+
+
+def test_a_permanent_failure_is_not_retried_a_transient_one_is(tmp_path):
+    from tests.inmemory import scripted
+
+    executor = InMemoryExecutor(behaviour=scripted({"bronze-2024-01": ["permanent"], "bronze-2024-02": ["fail"]}))
+    record, lines, exc = _run(_request(tmp_path / "wh", retries=2), executor)
+    assert exc is None and record.outcome == "failed"
+    assert [c.task.attempt for c in executor.starts_of("bronze-2024-01")] == [1]
+    assert [c.task.attempt for c in executor.starts_of("bronze-2024-02")] == [1, 2]
+    assert ("  bronze-2024-01: failed after 1 attempt(s) (permanent: not retried): open-meteo refused the request "
+            "(HTTP 400) in bronze-2024-01") in lines
+
+
+@pytest.mark.parametrize("exc, permanent", [
+    ("InputError('bad')", True), ("ConfigError('bad')", True), ("SourceRequestError('400', status=400)", True),
+    ("SourceUnavailable('daily quota', permanent=True)", True), ("SourceUnavailable('5xx until retries ran out')", False),
+    ("StageError('x', 'bronze')", False), ("RuntimeError('CommitFailedException: conflict')", False),
+    ("TimeoutError()", False)])
+def test_which_errors_are_permanent(exc, permanent):
+    from jobs import errors
+    from ray_backfill.executors.base import is_permanent
+
+    assert is_permanent(eval(exc, vars(errors))) is permanent
+
+
+@pytest.mark.spark
+def test_a_missing_table_is_permanent(spark):
+    from ray_backfill.executors.base import is_permanent
+
+    with pytest.raises(Exception) as caught:
+        spark.table("lh.nowhere.no_such_table")
+    assert is_permanent(caught.value)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uri, clean", [
+    ("jdbc:postgresql://db:5432/lh?user=iceberg&password=s3cr3t-PW", "jdbc:postgresql://db:5432/lh?user=iceberg"),
+    ("jdbc:postgresql://iceberg:s3cr3t-PW@db:5432/lh", "jdbc:postgresql://iceberg@db:5432/lh"),
+    ("https://catalog:8181/api?token=s3cr3t-PW&warehouse=w", "https://catalog:8181/api?warehouse=w"),
+])
+def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, clean, tmp_path, capsys):
+    from jobs.config import settings_to_dict, split_uri_secret
+    from ray_backfill.runner import _closing_lines, format_plan
+
+    kind = "rest" if uri.startswith("https") else "postgres"
+    catalog = CatalogConfig(kind=kind, uri=uri, warehouse=str(tmp_path / "wh"))
+    assert catalog.uri == clean and catalog.password == "s3cr3t-PW"
+    assert split_uri_secret(clean)[2] is None
+    request = BackfillRequest(settings=Settings(catalog=catalog), date_range=DateRange(dt.date(2024, 1, 1),
+                                                                                       dt.date(2024, 1, 31)))
+    record = new_record(request)
+    record.outcome = "succeeded"
+    shown: list[str] = []
+    _closing_lines(request, record, "report.json", shown.append)
+    from jobs.context import load_inputs
+
+    text = json.dumps(settings_to_dict(request.settings)) + json.dumps(request.to_json()) + "\n".join(shown) + \
+        format_plan(request, load_inputs(request.settings.pipeline)) + repr(catalog)
+    assert clean in text and "s3cr3t-PW" not in text
+    with pytest.raises(ConfigError, match="give it once"):
+        CatalogConfig(kind=kind, uri=uri, password="another", warehouse="/wh")
+
+
+def test_no_session_starts_with_the_catalog_credentials_in_its_settings(tmp_path):
+    from ray_backfill.sessions import catalog_conf, catalog_secrets, spark_conf
+
+    for kind, uri, key in (("postgres", "jdbc:postgresql://db/lh", "jdbc.password"), ("rest", "http://c:8181", "token")):
+        catalog = CatalogConfig(kind=kind, uri=uri, password="s3cr3t-PW", warehouse=str(tmp_path))
+        started_with = spark_conf(Settings(catalog=catalog), ["a.jar"])
+        assert "s3cr3t-PW" not in json.dumps(started_with)
+        assert catalog_secrets(catalog) == {f"spark.sql.catalog.lh.{key}": "s3cr3t-PW"}
+        assert catalog_conf(catalog)[f"spark.sql.catalog.lh.{key}"] == "s3cr3t-PW"  # attaching to a live session

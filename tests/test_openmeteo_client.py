@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -284,3 +285,30 @@ def test_no_responses_give_an_empty_frame_with_the_bronze_columns():
     frame = responses_to_frame([], [], "synthetic", dt.datetime(2030, 1, 1, tzinfo=UTC), "synthetic")
     assert list(frame.columns) == list(BRONZE_SOURCE_COLUMNS) and len(frame) == 0
     assert str(frame["aqi"].dtype) == "Int32" and str(frame["ts_utc"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_a_retry_after_beyond_the_cap_is_waited_out_only_up_to_the_cap():
+    from jobs.sources.openmeteo import RETRY_AFTER_CAP_S
+
+    answers = iter([httpx.Response(429, headers={"Retry-After": "3600"}), httpx.Response(200, json={"hourly": {}})])
+    slept: list[float] = []
+    http = httpx.Client(transport=httpx.MockTransport(lambda request: next(answers)))
+    client = OpenMeteoClient(base_url="http://x", http=http, max_attempts=2, backoff_s=1.0, backoff_max_s=3.0,
+                             sleep=slept.append, rng=random.Random(0))
+    with contextlib.suppress(SourceError):  # only the wait is under test here, not the (empty) answer
+        client.fetch([Location("x", "X", 1.0, 2.0, "UTC")], START, END, ["pm2_5"])
+    assert slept == [RETRY_AFTER_CAP_S] and RETRY_AFTER_CAP_S == 120.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("period, permanent", [("hour", False), ("day", True)])
+def test_a_used_up_daily_quota_is_permanent_an_hourly_one_is_not(period, permanent, locations):
+    from ray_backfill.executors.base import is_permanent
+
+    limits = {"calls_per_hour": 1} if period == "hour" else {"calls_per_day": 1}
+    with FakeOpenMeteoServer(locations=locations, clock=lambda: 7200.0, **limits) as server:
+        client = client_for(server)
+        client.fetch(locations[:1], START, END, ["pm2_5"])
+        with pytest.raises(SourceUnavailable, match="quota used up") as caught:
+            client.fetch(locations[:1], START, END, ["pm2_5"])
+    assert caught.value.permanent is permanent and is_permanent(caught.value) is permanent

@@ -112,9 +112,13 @@ def test_the_sequential_baseline_gives_identical_tables(pg_run, postgres, spark,
     assert int(ray_sums["air_quality_hourly_clean"].split(":")[0]) > 3 * 60 * 24 * 0.98
 
 
-def test_the_password_is_in_no_output_ledger_report_or_log(pg_run, postgres):
+def test_the_password_is_in_no_output_ledger_report_log_or_command_line(pg_run, postgres):
     warehouse, done = pg_run.warehouse, pg_run.done
     assert done.returncode == 0
+    # every process of the run, sampled each second while it ran: the JVMs pyspark and RayDP start
+    # take their settings as `--conf k=v` arguments, which `ps` shows every user
+    assert len(pg_run.seen) > 10 and any("java" in cmd for cmd in pg_run.seen.values())
+    assert not [cmd for cmd in pg_run.seen.values() if postgres.password in cmd]
     assert postgres.password not in done.stdout + done.stderr
     logs = [p for p in pg_run.ray_tmp.rglob("*") if p.is_file() and p.suffix in (".out", ".err", ".log")]
     assert any("bronze-2024-01" in p.read_text(errors="replace") for p in logs), "the chunks' logs are not there"
