@@ -26,7 +26,7 @@ from jobs.dates import Chunk, DateRange
 from jobs.errors import ConfigError, InputError
 from jobs.inspect import TableSummary, format_summaries
 from jobs.sources.limits import estimate_seconds
-from jobs.sources.openmeteo import request_weight
+from jobs.sources.openmeteo import check_dates, request_weight
 from jobs.tasks import DATA_STAGES, Task
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
@@ -113,6 +113,8 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
     """Validate flags, env and config file into a request; raises InputError before anything runs."""
     settings, file_values = resolve(args)
     date_range = DateRange.parse(args.start_date, args.end_date)
+    if settings.source.kind == "open-meteo":
+        check_dates(settings.source.domains, date_range.start_date, date_range.end_date)
     skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False))
     try:
         return BackfillRequest(

@@ -345,3 +345,34 @@ def test_no_session_starts_with_the_catalog_credentials_in_its_settings(tmp_path
         assert "s3cr3t-PW" not in json.dumps(started_with)
         assert catalog_secrets(catalog) == {f"spark.sql.catalog.lh.{key}": "s3cr3t-PW"}
         assert catalog_conf(catalog)[f"spark.sql.catalog.lh.{key}"] == "s3cr3t-PW"  # attaching to a live session
+
+
+@pytest.mark.parametrize("domains, start, end, problem", [
+    ("cams_global", "2022-07-31", "2022-08-31", "--start-date 2022-07-31 is before the first day open-meteo's "
+                                                "cams_global domain has data for (2022-08-01)"),
+    ("auto", "2021-01-01", "2021-01-31", "(2022-08-01)"),
+    ("cams_europe", "2012-12-31", "2013-01-31", "(2013-01-01)"),
+    ("cams_global", "2024-01-01", "+5", "past the open-meteo cams_global forecast horizon (5 days from today"),
+    ("cams_europe", "2024-01-01", "+4", "past the open-meteo cams_europe forecast horizon (4 days"),
+])
+def test_dates_the_real_source_has_no_data_for_are_refused(domains, start, end, problem):
+    from jobs.errors import DateRangeError
+    from jobs.sources.openmeteo import check_dates
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    end_day = today + dt.timedelta(days=int(end)) if end.startswith("+") else dt.date.fromisoformat(end)
+    with pytest.raises(DateRangeError) as caught:
+        check_dates(domains, dt.date.fromisoformat(start), end_day)
+    assert problem in str(caught.value)
+    check_dates(domains, dt.date(2023, 1, 1) if domains != "cams_europe" else dt.date(2013, 1, 1),
+                today + dt.timedelta(days=3))  # inside both bounds: accepted
+
+
+def test_the_plan_refuses_them_in_one_line_for_the_open_meteo_source_only(tmp_path, capsys):
+    from ray_backfill.cli import main
+
+    args = ["--start-date", "2021-06-01", "--end-date", "2021-06-30", "--warehouse", str(tmp_path / "wh")]
+    assert main(["plan", *args, "--source", "open-meteo"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --start-date 2021-06-01 is before the first day") and err.count("\n") == 1
+    assert main(["plan", *args]) == 0  # the synthetic source has every day

@@ -41,7 +41,7 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
             "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2", "--retries", "1",
             "--chunk-timeout", "45", "--standby", "1", "--catalog-name", "failrun"]
     before = java_and_workers()
-    driver, output = _start_driver(args, faults)
+    driver, output = _start_driver(args, faults, tmp := _short_tmp())
     victim = _wait_for_worker("bronze-2024-02", output)
     # held mid-chunk: session up, rows fetched, nothing committed
     _wait_for_line("[bronze-2024-02] fault drill: holding before the write", output)
@@ -69,6 +69,7 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     resume_line = next(line for line in text.splitlines() if line.startswith("resume with: "))
     assert resume_line == f"resume with: ray-backfill resume {run_id} --warehouse {warehouse}"
     assert not wait_gone(java_and_workers() - before, timeout=20), "a killed or timed-out attempt left processes"
+    assert not list(tmp.glob("rbf-*")), "an attempt's temporary folder was left behind"
     catalog = attach_catalog(spark, warehouse, "failrun")
     assert spark.table(SILVER.qualified(catalog)).count() == 0, "silver must not run past a failed chunk"
     bronze = spark.table(BRONZE.qualified(catalog))
@@ -98,7 +99,7 @@ def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_l
     args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2",
             "--standby", "1", "--catalog-name", "cancelrun"]
     before = java_and_workers()
-    driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}})
+    driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}}, tmp := _short_tmp())
     _wait_for_worker("bronze-2024-02", output)
     _wait_for_line("bronze-2024-01: succeeded", output)
     # the last bronze chunk holds: silver's standby starts its session and waits behind the barrier
@@ -117,19 +118,33 @@ def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_l
     assert f"resume with: ray-backfill resume {run_id}" in text
     leftover = wait_gone(java_and_workers() - before, timeout=20)
     assert not leftover, "cancel left JVMs, chunk processes or standbys behind"
+    assert not list(tmp.glob("rbf-*")), "a cancelled attempt or standby left its temporary folder"
     catalog = attach_catalog(spark, warehouse, "cancelrun")
     months = {r[0] for r in spark.table(BRONZE.qualified(catalog)).select(F.month("ts_utc")).distinct().collect()}
     assert months == {1}, "the committed chunk stays, the cancelled one left nothing"
     assert spark.table(SILVER.qualified(catalog)).count() == 0, "silver's standby never read past the barrier"
 
 
-def _start_driver(args, faults):
+def _short_tmp() -> Path:
+    """A temp folder of the test's own for the run (TMPDIR), short for Ray's socket paths; removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="rbf-t-", dir="/tmp"))
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
+
+
+def _start_driver(args, faults, tmpdir: Path | None = None):
     import os
     import subprocess
 
     from tests.helpers import CLI, ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if tmpdir is not None:  # every temporary folder of the run (the attempts' too) lands here
+        env["TMPDIR"] = str(tmpdir)
     env["RAY_BACKFILL_FAULTS"], env["RAY_BACKFILL_FAULT_DRILLS"] = json.dumps(faults), "1"
     # Ray holds back a log line that differs from an earlier one only in its digits ("[bronze-2024-02] …"
     # after "[bronze-2024-01] …"): the test waits for such lines

@@ -37,6 +37,13 @@ from jobs.sources.limits import Throttle
 log = logging.getLogger(__name__)
 
 API_PATH = "/v1/air-quality"
+# What each domain holds, from the "Data Sources" table of https://open-meteo.com/en/docs/air-quality-api:
+# CAMS European air quality reanalysis from 2013 (forecast: 4 days ahead); CAMS global atmospheric
+# composition forecasts from August 2022 (5 days ahead). `auto` combines both: every location has
+# data only from the global domain's first day.
+DOMAIN_FIRST_DAY = {"cams_europe": dt.date(2013, 1, 1), "cams_global": dt.date(2022, 8, 1),
+                    "auto": dt.date(2022, 8, 1)}
+DOMAIN_FORECAST_DAYS = {"cams_europe": 4, "cams_global": 5, "auto": 5}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # 429 reasons that mean "come back in an hour / tomorrow": failing fast beats sleeping for it.
 _QUOTA_EXHAUSTED = ("Hourly API request limit", "Daily API request limit")
@@ -272,6 +279,22 @@ class OpenMeteoClient:
         if self._api_key:
             text = text.replace(self._api_key, "***")
         return _APIKEY_IN_TEXT.sub(r"\1***", text)
+
+
+def check_dates(domains: str, start: dt.date, end: dt.date, today: dt.date | None = None) -> None:
+    """Refuse (DateRangeError, one line) a range the domain has no data for: before its first day,
+    or past its forecast horizon."""
+    first, ahead = DOMAIN_FIRST_DAY.get(domains), DOMAIN_FORECAST_DAYS.get(domains)
+    if first is None:
+        raise InputError(f"open-meteo domains {domains!r} is unknown; use {', '.join(DOMAIN_FIRST_DAY)}")
+    if start < first:
+        raise DateRangeError(f"--start-date {start} is before the first day open-meteo's {domains} domain "
+                             f"has data for ({first}); start on or after it")
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    horizon = today + dt.timedelta(days=ahead - 1)
+    if end > horizon:
+        raise DateRangeError(f"--end-date {end} is past the open-meteo {domains} forecast horizon ({ahead} days "
+                             f"from today: {horizon}); end on or before it")
 
 
 def _reason(response: httpx.Response) -> str:

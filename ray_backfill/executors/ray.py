@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ class ChunkSupervisor:
             if not standby:
                 if proc is not None:
                     _kill_tree(proc)
+                    _remove_workdir(self._payload)
                 self._spawn(payload, env, standby=False)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
@@ -151,6 +153,7 @@ class ChunkSupervisor:
         result.node_id, result.peak_rss_mb = node_id, round(peak, 1)
         result.seconds = round(time.monotonic() - started, 2)
         result.worker_pid, result.standby = proc.pid, standby
+        _remove_workdir(payload)  # the task and result files: read, no longer needed
         return result
 
     def cancel(self) -> None:
@@ -160,6 +163,13 @@ class ChunkSupervisor:
             if self._proc is not None and self._proc.poll() is None and self._proc.stdin is not None \
                     and not self._proc.stdin.closed:
                 _kill_tree(self._proc)  # a standby that never got its turn
+                _remove_workdir(self._payload)
+
+
+def _remove_workdir(payload: dict | None) -> None:
+    """Remove an attempt's temporary folder (its task and result files)."""
+    if payload and payload.get("result_path"):
+        shutil.rmtree(Path(payload["result_path"]).parent, ignore_errors=True)
 
 
 @dataclass(eq=False)
@@ -288,7 +298,9 @@ class RayExecutor(Executor[_Attempt]):
                 self._standbys[task.task_id] = _Standby(task, actor, node)
 
     def _drop_standby(self, standby: _Standby) -> None:
-        """A standby whose turn will not come: its supervisor goes, its process with it."""
+        """A standby whose turn will not come: its process and folder go, then its supervisor."""
+        with contextlib.suppress(Exception):
+            ray.get(standby.actor.cancel.remote(), timeout=10)
         with contextlib.suppress(Exception):
             ray.kill(standby.actor)
         self._done_on(standby.node_id)
