@@ -8,6 +8,7 @@ including a killed driver. Silver and gold run only when every bronze chunk has 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
 import os
@@ -330,17 +331,8 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         record.source = _source_report(executor, record)
         if loop.summary:
             record.tables = [s.to_json() for s in loop.summary]
-    except KeyboardInterrupt:
-        record.outcome = "cancelled"
-        for task in record.tasks:
-            if not task.status.is_terminal():
-                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
-        raise
-    except Exception as exc:
-        record.outcome, record.error = "failed", f"the driver failed: {error_line(exc)}"
-        for task in record.tasks:
-            if task.status == ChunkStatus.RUNNING:
-                task.move(ChunkStatus.FAILED, error=record.error)
+    except BaseException as exc:
+        _mark_stopped(record, exc)
         raise
     finally:
         heartbeat.__exit__()
@@ -353,6 +345,22 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         if record.tables:
             echo(format_summaries(record.tables))
         _closing_lines(request, record, report_path, echo)
+
+
+def _mark_stopped(record: RunRecord, exc: BaseException) -> None:
+    """The run's outcome when the driver stops it: cancelled (Ctrl-C, SIGTERM from `ray job stop`,
+    whose SIGKILL follows in seconds) or failed (the driver's own error). Idempotent."""
+    if isinstance(exc, KeyboardInterrupt):
+        record.outcome = "cancelled"
+        for task in record.tasks:
+            if not task.status.is_terminal():
+                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
+    elif isinstance(exc, Exception):
+        record.outcome = "failed"
+        record.error = record.error or f"the driver failed: {error_line(exc)}"
+        for task in record.tasks:
+            if task.status == ChunkStatus.RUNNING:
+                task.move(ChunkStatus.FAILED, error=record.error)
 
 
 def _source_report(executor: Executor, record: RunRecord) -> dict | None:
@@ -467,7 +475,12 @@ class _Loop:
                     self._finish(flight.task, result, tries, not_before, queue)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
-        except BaseException:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
+        except BaseException as exc:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
+            # the ledger first: after `ray job stop`'s SIGTERM a SIGKILL comes within seconds
+            _mark_stopped(self.record, exc)
+            if self.record.outcome:
+                with contextlib.suppress(Exception):
+                    self.ledger.save(self.record)
             self.executor.cancel([f.handle for f in in_flight.values()])
             raise
         finally:

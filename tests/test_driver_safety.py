@@ -178,9 +178,12 @@ def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
     record = new_record(_request(tmp_path / "wh"))
     record.heartbeat_at = "2000-01-01T00:00:00+00:00"
     ledger.save(record)
+    events = tmp_path / record.run_id / "events.jsonl"
     with _Heartbeat(ledger, record, every_s=0.05):
-        time.sleep(0.4)
-    beats = [json.loads(line) for line in (tmp_path / record.run_id / "events.jsonl").read_text().splitlines()]
+        deadline = time.monotonic() + 30
+        while not (events.exists() and len(events.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    beats = [json.loads(line) for line in events.read_text().splitlines()]
     assert len(beats) >= 3 and all(set(b) == {"seq", "heartbeat_at"} for b in beats)
     assert ledger.load(record.run_id).heartbeat_at == beats[-1]["heartbeat_at"] > "2000"
     time.sleep(0.2)
