@@ -30,6 +30,7 @@ FAULTS_ENV = "RAY_BACKFILL_FAULTS"
 # RAY_BACKFILL_FAULTS in a production environment does nothing
 FAULTS_ENABLED_ENV = "RAY_BACKFILL_FAULT_DRILLS"
 STANDBY_FLAG = "--standby"
+QUEUE_FILE = "queued.json"  # next to the result file: the chunk's time held up at the source limiter
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -80,13 +81,15 @@ def _connect_throttle(payload: dict, task: "Task") -> "Throttle | None":
 
     import ray
 
-    from ray_backfill.limiter import RayThrottle, lease_holder
+    from ray_backfill.limiter import QueueClock, RayThrottle, lease_holder
 
     if not ray.is_initialized():
         # the same kind of driver the RayDP session would start: its own namespace
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=f"rbf-{uuid.uuid4().hex[:12]}",
                  include_dashboard=False, log_to_driver=False)
-    return RayThrottle.connect(ref["name"], ref["namespace"], lease_holder(task.task_id, task.attempt))
+    # the supervisor leaves time held up at the limiter out of the chunk's timeout
+    clock = QueueClock(Path(payload["result_path"]).with_name(QUEUE_FILE)) if payload.get("result_path") else None
+    return RayThrottle.connect(ref["name"], ref["namespace"], lease_holder(task.task_id, task.attempt), clock)
 
 
 def task_settings(settings: "Settings", stage: str) -> "Settings":

@@ -32,9 +32,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from jobs.config import Settings, secret_env, settings_to_dict
 from jobs.tasks import Task
 from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
-from ray_backfill.limiter import lease_holder
+from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.worker import STANDBY_FLAG, SUPERVISOR_PID_ENV
+from ray_backfill.worker import QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class ChunkSupervisor:
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
         print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}", flush=True)
         started = time.monotonic()
+        queue_file = Path(payload["result_path"]).with_name(QUEUE_FILE)
         peak, sampled = 0.0, 0.0
         outcome = None
         while proc.poll() is None:
@@ -136,7 +137,11 @@ class ChunkSupervisor:
             if self._cancelled.is_set():
                 outcome = "cancelled"
             elif timeout_s and time.monotonic() - started > timeout_s:
-                outcome = f"timed out after {timeout_s:.0f}s"
+                # the timeout counts the chunk's own work, not its time held up at the source limiter
+                queued = queued_seconds(queue_file)
+                if time.monotonic() - started - queued > timeout_s:
+                    outcome = f"timed out after {timeout_s:.0f}s" + (
+                        f" of work (and {queued:.0f}s queued at the source limiter)" if queued >= 1 else "")
             if outcome:
                 _kill_tree(proc)
                 break
