@@ -91,7 +91,9 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     assert tasks["bronze-2024-03"]["status"] == "succeeded" and tasks["bronze-2024-03"]["attempts"] == 3
     assert spark.table(SILVER.qualified(catalog)).select(F.month("ts_utc")).distinct().count() == 3
     status = run_cli("status", run_id, "--warehouse", str(warehouse))
-    assert status.returncode == 0 and "bronze-2024-03" in status.stdout and "succeeded" in status.stdout
+    assert status.returncode == 0 and status.stdout.startswith(f"run {run_id}: succeeded")
+    rows = {line.split()[0]: line.split()[1:3] for line in status.stdout.splitlines()[3:] if line.strip()}
+    assert rows["bronze-2024-03"] == ["succeeded", "3"] and rows["gold"] == ["succeeded", "1"], status.stdout
 
 
 def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_leaves_no_process(spark, tmp_path):
