@@ -3,6 +3,10 @@ bronze.open_meteo_hourly, in one atomic commit.
 
 Two halves so a task can overlap them with session start-up: `fetch_chunk` (no Spark, talks to
 the source) and `write_chunk` (Spark, one commit); `jobs.tasks.run_task` runs both.
+
+A chunk is written only when the source's answer is complete (`jobs.sources.check_complete`):
+every requested location has every hour of the chunk up to now exactly once, and every
+requested variable (values may be null).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs.config import Settings
 from jobs.dates import Chunk
 from jobs.inputs import Location
-from jobs.sources import Source, responses_to_frame
+from jobs.sources import Source, check_complete, responses_to_frame
 from jobs.tables import BRONZE, POLLUTANT_CODES, VOLATILE_COLUMNS
 from jobs.writes import literal_ts, replace_range
 
@@ -29,7 +33,7 @@ SOURCE_COLUMNS = [c for c in BRONZE.column_names if c not in VOLATILE_COLUMNS]
 
 @dataclass(frozen=True)
 class FetchedChunk:
-    """The source's rows for one chunk, ready to write; `ingested_at` is naive UTC."""
+    """The source's complete rows for one chunk, ready to write; `ingested_at` is naive UTC."""
 
     chunk: Chunk
     frame: pd.DataFrame
@@ -55,7 +59,11 @@ def fetch_chunk(
     *,
     now: dt.datetime | None = None,
 ) -> FetchedChunk:
-    """Ask the source for the chunk's days; hours outside the chunk or after `now` are dropped."""
+    """Ask the source for the chunk's days; hours outside the chunk or after `now` are dropped.
+
+    Raises IncompleteChunkError (nothing written) unless every location has every hour of the
+    chunk up to `now` exactly once and every variable asked for; a naive `now` is UTC.
+    """
     started = time.monotonic()
     now = now or dt.datetime.now(dt.timezone.utc)
     responses = source.fetch(locations, chunk.start, chunk.last_day, variables)
@@ -63,8 +71,17 @@ def fetch_chunk(
     lo = pd.Timestamp(chunk.start, tz="UTC")
     hi = pd.Timestamp(chunk.end, tz="UTC")
     frame = frame[(frame["ts_utc"] >= lo) & (frame["ts_utc"] < hi)]
+    check_complete(responses, frame, locations, variables, expected_hours(chunk, now), source.name, chunk.chunk_id)
     ingested = now.astimezone(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     return FetchedChunk(chunk, frame.reset_index(drop=True), ingested, time.monotonic() - started)
+
+
+def expected_hours(chunk: Chunk, now: dt.datetime) -> pd.DatetimeIndex:
+    """The hours a complete answer has: chunk start 00:00 to the last day's 23:00 UTC, none after `now`."""
+    cutoff = pd.Timestamp(now)
+    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    last = min(pd.Timestamp(chunk.end, tz="UTC") - pd.Timedelta(hours=1), cutoff.floor("h"))
+    return pd.date_range(pd.Timestamp(chunk.start, tz="UTC"), last, freq="h")
 
 
 def to_spark(spark: SparkSession, fetched: FetchedChunk, run_id: str) -> DataFrame:
@@ -91,8 +108,8 @@ def write_chunk(
 ) -> BronzeResult:
     """Replace exactly the chunk's range for `location_keys`, in one commit.
 
-    The scope is the locations asked for, not those that came back: a location the source
-    returned nothing for loses its old rows in the range too.
+    Other locations' rows are not touched; each location asked for has every hour of the chunk
+    in `fetched` (`fetch_chunk` refuses an incomplete answer), so none loses stored hours.
     """
     started = time.monotonic()
     df = to_spark(spark, fetched, run_id)

@@ -1,4 +1,5 @@
-"""Stages end to end on real Iceberg tables: idempotency, ranged re-runs, chunked == whole."""
+"""Stages end to end on real Iceberg tables: idempotency, ranged re-runs, chunked == whole, and a
+bronze chunk refused for an incomplete answer."""
 
 from __future__ import annotations
 
@@ -7,17 +8,23 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.config import PipelineConfig
+from jobs.config import PipelineConfig, SourceConfig
 from jobs.context import load_inputs
-from jobs.dates import Chunk
+from jobs.dates import Chunk, DateRange
+from jobs.errors import IncompleteChunkError
 from jobs.inspect import table_checksum
+from jobs.sources.fake_server import FakeOpenMeteoServer
 from jobs.tables import ALL_TABLES, BRONZE, FACT_EPISODE, SILVER
 from jobs.tasks import Task, run_task, warm_session
+from jobs.writes import current_snapshot_id
+from ray_backfill.executors.sequential import SequentialExecutor
+from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
 KEYS = ("hanoi", "hcmc")
 JAN = Chunk(dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+MARCH_3 = Chunk(dt.date(2024, 3, 1), dt.date(2024, 3, 4))  # chunk id 2024-03-01_2024-03-03, 72 hours
 
 
 def _inputs(keys=KEYS):
@@ -111,3 +118,60 @@ def test_a_second_session_in_one_process_is_refused_and_the_first_survives(spark
         with spark_session(spark_settings, "second"):
             pass
     assert spark.range(3).count() == 3
+
+class _SharedSessionExecutor(SequentialExecutor):
+    """The sequential executor on the tests' session: a process may run only one."""
+
+    def __init__(self, spark, *args):
+        super().__init__(*args)
+        self._shared = spark
+
+    def __enter__(self):
+        self.spark = self._shared
+        return self
+
+    def __exit__(self, *exc):
+        self.spark = None
+
+
+def _bronze_state(spark, settings):
+    table = BRONZE.qualified(settings.catalog)
+    return current_snapshot_id(spark, table), table_checksum(spark.table(table))
+
+
+def test_an_incomplete_answer_fails_the_chunk_names_the_gap_and_keeps_the_stored_rows(spark, fresh_settings):
+    with FakeOpenMeteoServer(locations=_inputs().all_locations) as server:
+        settings = fresh_settings.replace(
+            source=SourceConfig(kind="open-meteo", api_url=server.url, profile="unlimited", backoff_s=0.01),
+            pipeline=PipelineConfig(locations=KEYS))
+        assert _run(spark, settings, "bronze", MARCH_3, _inputs(), "complete") == {BRONZE.full_name: 2 * 72}
+        before = _bronze_state(spark, settings)
+        for damage, gap in [
+            ("drop-last-hours:24", "answered 48 of 72 hours, missing 2024-03-03T00:00Z .. 2024-03-03T23:00Z"),
+            ("empty-time", "answered 0 of 72 hours, missing 2024-03-01T00:00Z .. 2024-03-03T23:00Z"),
+            ("drop-variable:ozone", "left out variable 'ozone'"),
+            ("repeat-hour:5", "sent 1 hour more than once (2024-03-01T05:00Z)"),
+        ]:
+            server.reset()
+            server.damage("hcmc", damage)
+            with pytest.raises(IncompleteChunkError) as caught:
+                _run(spark, settings, "bronze", MARCH_3, _inputs(), "damaged")
+            assert str(caught.value) == (f"incomplete chunk 2024-03-01_2024-03-03 for location 'hcmc': open-meteo "
+                                         f"{gap}; nothing was written")
+            assert _bronze_state(spark, settings) == before  # no commit at all
+        # A whole run: the chunk fails every attempt, the ledger and the output name the gap, silver waits.
+        lines: list[str] = []
+        request = BackfillRequest(settings=settings, date_range=DateRange(MARCH_3.start, MARCH_3.last_day),
+                                  executor="sequential", retries=1)
+        executor = _SharedSessionExecutor(spark, settings, _inputs(), request.run_id)
+        record = run_backfill(request, echo=lines.append, executor=executor,
+                              retry=RetryPolicy(base_s=0.001, cap_s=0.001))
+    states = {t.task_id: (t.status.value, t.attempts, t.error) for t in record.tasks}
+    message = "incomplete chunk 2024-03-01_2024-03-03 for location 'hcmc': open-meteo sent 1 hour more than once"
+    assert record.outcome == "failed"
+    assert states["bronze-2024-03-01_2024-03-03"][:2] == ("failed", 2)
+    assert states["bronze-2024-03-01_2024-03-03"][2].startswith(message)
+    assert states["silver"][0] == "pending" and states["gold"][0] == "pending"
+    assert any(message in line for line in lines)
+    assert _bronze_state(spark, settings) == before
+

@@ -1,5 +1,5 @@
 """The synthetic source: deterministic per (seed, location, hour), realistic, faulty on purpose in its
-values, and complete in its hours."""
+values, and complete in its hours (bronze's check)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.bronze import fetch_chunk
 from jobs.config import DATA_DIR
+from jobs.dates import Chunk
 from jobs.inputs import load_locations
 from jobs.sources import BRONZE_SOURCE_COLUMNS, HOURLY_VARIABLES, responses_to_frame
 from jobs.sources.synthetic import SyntheticSource, grid_cell
@@ -106,6 +108,19 @@ def test_every_hour_comes_exactly_once_as_open_meteo_sends_it(january, locations
     expected = pd.date_range("2024-01-01", "2024-01-31 23:00", freq="h", tz="UTC")
     for key, times in january.groupby("location_key")["ts_utc"]:
         assert times.tolist() == expected.tolist(), key
+
+
+@pytest.mark.parametrize(("chunk", "now"), [
+    (Chunk(dt.date(2024, 1, 1), dt.date(2024, 2, 1)), None),
+    (Chunk(dt.date(2024, 2, 27), dt.date(2024, 3, 2)), None),  # across a month end and 29 February
+    (Chunk(dt.date(2024, 6, 1), dt.date(2024, 6, 8)), dt.datetime(2024, 6, 3, 17, 45, tzinfo=dt.timezone.utc)),
+])
+def test_every_chunk_passes_bronzes_completeness_check(locations, chunk, now):
+    fetched = fetch_chunk(SyntheticSource(), chunk, locations, HOURLY_VARIABLES,
+                          now=now or dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))
+    hours_expected = chunk.days * 24 if now is None else 2 * 24 + 18  # 00:00 of the first day .. 17:00 on 3 June
+    assert len(fetched.frame) == len(locations) * hours_expected
+    assert not fetched.frame.duplicated(["location_key", "ts_utc"]).any()
 
 
 def test_hanoi_winter_has_pollution_episodes(january):
