@@ -9,8 +9,10 @@
     ├── SourceError               the data source failed
     │   ├── SourceRequestError    the source refused the request: any 4xx but 429, or another
     │   │                         status it does not retry (e.g. 501); carries `status`, `reason`
-    │   └── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies), or the
-    │                             hourly/daily quota used up
+    │   ├── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies), or the
+    │   │                         hourly/daily quota used up
+    │   └── IncompleteChunkError  the source's answer for a chunk lacks hours or variables, or
+    │                             repeats hours; carries `chunk` and `location`
     ├── StageError                a Spark stage failed; carries `stage` and `chunk`
     └── IllegalTransition         a task state change the ledger forbids (a bug, not bad input)
 
@@ -81,6 +83,16 @@ class SourceUnavailable(SourceError):
 
     def __init__(self, message: str, permanent: bool = False):
         self.permanent = permanent
+        super().__init__(message)
+
+
+class IncompleteChunkError(SourceError):
+    """The source answered a bronze chunk with hours missing or repeated, or a variable left out;
+    `chunk` is the chunk id, `location` the first location key with a gap. Nothing is written."""
+
+    def __init__(self, message: str, chunk: str, location: str):
+        self.chunk = chunk
+        self.location = location
         super().__init__(message)
 
 

@@ -223,7 +223,7 @@ def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run,
     catalog = attach_catalog(spark, warehouse, "multinode")
     bronze = spark.table(BRONZE.qualified(catalog))
     assert bronze.count() == tasks["bronze-2024-01"]["rows"] + tasks["bronze-2024-02"]["rows"]
-    assert 0.95 * 60 * 24 < bronze.count() < 1.05 * 60 * 24
+    assert bronze.count() == 60 * 24
     silver = spark.table(SILVER.qualified(catalog))
     assert silver.count() == bronze.select("location_key", "ts_utc").distinct().count()
     assert spark.table(FACT_DAILY.qualified(catalog)).count() == 60

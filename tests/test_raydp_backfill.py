@@ -87,7 +87,7 @@ def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, p
     bronze = spark.table(BRONZE.qualified(catalog))
     hours = 3 * 60 * 24  # 3 locations x 60 days
     assert bronze.count() == sum(tasks[f"bronze-2024-0{m}"]["rows"] for m in (1, 2))
-    assert 0.95 * hours < bronze.count() < 1.05 * hours  # the synthetic source drops and repeats a few hours
+    assert bronze.count() == hours  # every hour once: bronze refuses an answer with gaps or repeats
     bronze_keys = bronze.select("location_key", "ts_utc").distinct().count()
     silver = spark.table(SILVER.qualified(catalog))
     assert silver.count() == silver.select("location_key", "ts_utc").distinct().count() == bronze_keys
