@@ -4,7 +4,6 @@ values, and complete in its hours (bronze's check)."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pandas as pd
@@ -170,9 +169,8 @@ def test_other_variables_are_in_plausible_ranges(january):
     assert aqi.between(0, 500).all() and aqi.max() >= 151
 
 
-def test_a_month_of_24_cities_takes_well_under_a_second(locations):
+def test_a_month_of_24_cities_is_every_hour_of_every_city(locations):
+    # (how fast it is belongs to the benchmarks: tests hold no timing targets)
     source = SyntheticSource()
-    started = time.perf_counter()
     frame = rows(source, locations, dt.date(2024, 3, 1), dt.date(2024, 3, 31))
-    assert time.perf_counter() - started < 1.0
     assert len(frame) == 24 * 31 * 24
