@@ -98,7 +98,8 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
 
 def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_leaves_no_process(spark, tmp_path):
     warehouse = tmp_path / "wh"
-    args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2",
+    # more than the 2 CPUs of this machine's Ray hold: capped to 2, with a warning
+    args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "1000",
             "--standby", "1", "--catalog-name", "cancelrun"]
     before = java_and_workers()
     driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}}, tmp := _short_tmp())
@@ -110,6 +111,7 @@ def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_l
     driver.send_signal(signal.SIGINT)
     text = _output_at_exit(driver, output, timeout=120)
     assert driver.returncode == 130, text[-3000:]
+    assert "warning: --parallelism 1000 is more than the cluster holds; capped to 2 (2 CPUs / 1 executor cores" in text
     run_id = run_id_from(text)
     ledger = read_ledger(warehouse, run_id)
     tasks = {t["task_id"]: t for t in ledger["tasks"]}
