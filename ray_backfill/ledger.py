@@ -201,6 +201,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def mark_cancelled(ledger: "RunLedger", record: RunRecord, why: str) -> None:
+    """Record a run whose driver is gone as cancelled (what its own Ctrl-C would have written)."""
+    record.outcome, record.finished_at = "cancelled", utcnow()
+    for task in record.tasks:
+        if not task.status.is_terminal():
+            task.move(ChunkStatus.CANCELLED, error=task.error or why)
+    ledger.save(record)
+
+
 def driver_state(record: RunRecord, now: dt.datetime | None = None) -> tuple[str, str]:
     """("finished" | "running" | "lost", one line saying so) for a run's driver.
 
@@ -271,6 +280,17 @@ class RunLedger:
         if count >= max(64, len(record.tasks)):
             self.save(record)
 
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the run's driver to stop (`ray-backfill cancel`): a file it looks for every 2 s."""
+        self._store.write(self._store.file(check_run_id(run_id), "cancel.json"),
+                          _dump({"requested_at": utcnow(), "by": f"{socket.gethostname()}:{os.getpid()}"}))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self._store.read(self._store.file(check_run_id(run_id), "cancel.json")) is not None
+
+    def clear_cancel(self, run_id: str) -> None:
+        self._store.delete(self._store.file(check_run_id(run_id), "cancel.json"))
+
     def save_report(self, run_id: str, report: dict) -> Path | str:
         path = self._store.file(check_run_id(run_id), "report.json")
         self._store.write(path, _dump(report))
@@ -334,6 +354,9 @@ class _LocalStore:
 
     def read(self, path: Path) -> bytes | None:
         return path.read_bytes() if path.is_file() else None
+
+    def delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
 
     def append(self, run_id: str, seq: int, line: bytes) -> None:
         path = self.file(run_id, "events.jsonl")
@@ -406,6 +429,13 @@ class _ArrowStore:
                 return None
             with self.filesystem.open_input_stream(path) as handle:
                 return handle.read()
+
+    def delete(self, uri: str) -> None:
+        from pyarrow.fs import FileType
+
+        with self._reporting(uri):
+            if self.filesystem.get_file_info(self._path(uri)).type == FileType.File:
+                self.filesystem.delete_file(self._path(uri))
 
     def append(self, run_id: str, seq: int, line: bytes) -> None:
         # an object store cannot append: one small object per event, named by its sequence number

@@ -7,6 +7,7 @@ including a killed driver. Silver and gold run only when every bronze chunk has 
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import datetime as dt
@@ -277,8 +278,12 @@ def check_no_live_driver(ledger: RunLedger, record: RunRecord) -> None:
                               "end, or give a range that does not overlap")
 
 
+CANCEL_POLL_S = 2.0  # how often the driver looks for a `ray-backfill cancel` request
+
+
 class _Heartbeat:
-    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open."""
+    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open;
+    also stops the run (as Ctrl-C does) when `ray-backfill cancel` asked for it."""
 
     def __init__(self, ledger: RunLedger, record: RunRecord, every_s: float | None = None):
         self.ledger, self.record, self.every_s = ledger, record, every_s or HEARTBEAT_S
@@ -286,9 +291,16 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
+        poll = min(CANCEL_POLL_S, self.every_s)
+        last, asked = time.monotonic(), False
+        while not self._stop.wait(poll):
             try:
-                self.ledger.event(self.record, heartbeat_at=utcnow())
+                if not asked and self.ledger.cancel_requested(self.record.run_id):
+                    asked = True  # `ray-backfill cancel`: the same path as Ctrl-C in the main thread
+                    _thread.interrupt_main()
+                if time.monotonic() - last >= self.every_s:
+                    last = time.monotonic()
+                    self.ledger.event(self.record, heartbeat_at=utcnow())
             except Exception:  # a missed beat is not the run's failure; the next one may land
                 continue
 
@@ -315,6 +327,7 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
     record.outcome, record.finished_at, record.error = None, None, None
     record.driver = {"host": socket.gethostname(), "pid": os.getpid()}
     record.heartbeat_at = utcnow()
+    ledger.clear_cancel(record.run_id)  # a cancel asked of an earlier driver of this run is done
     ledger.save(record)
     heartbeat = _Heartbeat(ledger, record).__enter__()
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "

@@ -289,7 +289,8 @@ def test_a_permanent_failure_is_not_retried_a_transient_one_is(tmp_path):
 
 @pytest.mark.parametrize("exc, permanent", [
     ("InputError('bad')", True), ("ConfigError('bad')", True), ("SourceRequestError('400', status=400)", True),
-    ("SourceUnavailable('daily quota', permanent=True)", True), ("SourceUnavailable('5xx until retries ran out')", False),
+    ("SourceUnavailable('daily quota', permanent=True)", True),
+    ("SourceUnavailable('5xx until retries ran out')", False),
     ("StageError('x', 'bronze')", False), ("RuntimeError('CommitFailedException: conflict')", False),
     ("TimeoutError()", False)])
 def test_which_errors_are_permanent(exc, permanent):
@@ -342,7 +343,8 @@ def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, 
 def test_no_session_starts_with_the_catalog_credentials_in_its_settings(tmp_path):
     from ray_backfill.sessions import catalog_conf, catalog_secrets, spark_conf
 
-    for kind, uri, key in (("postgres", "jdbc:postgresql://db/lh", "jdbc.password"), ("rest", "http://c:8181", "token")):
+    for kind, uri, key in (("postgres", "jdbc:postgresql://db/lh", "jdbc.password"),
+                           ("rest", "http://c:8181", "token")):
         catalog = CatalogConfig(kind=kind, uri=uri, password="s3cr3t-PW", warehouse=str(tmp_path))
         started_with = spark_conf(Settings(catalog=catalog), ["a.jar"])
         assert "s3cr3t-PW" not in json.dumps(started_with)
