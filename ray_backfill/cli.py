@@ -45,11 +45,23 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _parser() -> argparse.ArgumentParser:
+    def log_flags(p: argparse.ArgumentParser, default=None) -> None:
+        # before or after the command: `ray-backfill -v run ...` and `ray-backfill run ... -v`
+        p.add_argument("-v", "--verbose", action="count", default=default if default is not None else 0,
+                       help="the driver's log: -v info, -vv debug (default: warnings)")
+        p.add_argument("--log-level", choices=LOG_LEVELS, default=default, help="the driver's log level")
+
     parser = _Parser(prog="ray-backfill", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="the driver's log: -v info, -vv debug (default: warnings)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="the driver's log level")
+    log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+
+    def add_parser(*a, **k):
+        p = _add_parser(*a, **k)
+        log_flags(p, default=argparse.SUPPRESS)
+        return p
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     def with_run_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--start-date", required=True, help="first UTC day, YYYY-MM-DD")

@@ -95,11 +95,12 @@ def test_cancel_records_a_run_whose_driver_is_lost_as_cancelled(tmp_path, capsys
     assert record.outcome == "cancelled" and record.task("prepare").status.value == "cancelled"
 
 
-@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["--log-level", "info"], True)])
+@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["--log-level", "info"], True), (["status", "-v"], True)])
 def test_the_driver_log_level(flags, shown, tmp_path):
     code = ("import logging, sys\nfrom ray_backfill.cli import main\n"
             "main(sys.argv[1:])\nlogging.getLogger('ray_backfill.probe').info('probe line')\n")
-    done = subprocess.run([sys.executable, "-c", code, *flags, "status", "--warehouse", str(tmp_path)],
+    argv = flags if flags[:1] == ["status"] else [*flags, "status"]
+    done = subprocess.run([sys.executable, "-c", code, *argv, "--warehouse", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert ("probe line" in done.stderr) is shown
