@@ -24,10 +24,10 @@ from ray_backfill.plan import GRANULARITIES
 from ray_backfill.progress import Progress, summary_table
 from ray_backfill.runner import (
     EXECUTORS,
-    BackfillRequest,
     build_request,
     format_plan,
     ledger_for_args,
+    resume_request,
     run_backfill,
 )
 from ray_backfill.stage import add_stage_parser, run_stage
@@ -51,13 +51,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="the driver's log: -v info, -vv debug (default: warnings)")
         p.add_argument("--log-level", choices=LOG_LEVELS, default=default, help="the driver's log level")
 
-    parser = _Parser(prog="ray-backfill", description=__doc__.splitlines()[0])
+    # no abbreviations: `resume --chunk daily` must not be taken for `--chunk-timeout`
+    parser = _Parser(prog="ray-backfill", description=__doc__.splitlines()[0], allow_abbrev=False)
     log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_parser = sub.add_parser
 
     def add_parser(*a, **k):
-        p = _add_parser(*a, **k)
+        p = _add_parser(*a, allow_abbrev=False, **k)
         log_flags(p, default=argparse.SUPPRESS)
         return p
 
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="re-run what did not succeed in a run")
     resume.add_argument("run_id")
+    # how it runs may change on resume; what it writes (range, chunks, stages, source, tables) may not
+    resume.add_argument("--parallelism", type=int, default=None, help="chunks in flight (default: the run's)")
+    resume.add_argument("--standby", type=int, default=None, help="as for run (default: the run's)")
+    resume.add_argument("--retries", type=int, default=None, help="extra attempts per chunk (default: the run's)")
+    resume.add_argument("--chunk-timeout", type=float, default=None, help="seconds (default: the run's)")
+    resume.add_argument("--address", default=None, help="Ray cluster address (default: the run's)")
     add_options(resume, only=LEDGER_FLAGS)  # to find the ledger; the run keeps its recorded settings
     resume.set_defaults(func=_cmd_resume)
 
@@ -127,7 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     ledger = ledger_for_args(args)
     record = ledger.load(args.run_id)
-    request = BackfillRequest.from_json(record.request, record.run_id)
+    request = resume_request(record, args)
     done = sum(t.status.value == "succeeded" for t in record.tasks)
     print(f"resuming run {record.run_id}: {done}/{len(record.tasks)} tasks already succeeded")
     record = run_backfill(request, record, ledger=ledger)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -42,8 +43,8 @@ from ray_backfill.ledger import (
     open_ledger,
     utcnow,
 )
-from ray_backfill.options import resolve
-from ray_backfill.plan import Granularity, plan_chunks
+from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
+from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
 from ray_backfill.progress import Progress, summary_table
 from ray_backfill.sessions import check_writers, ensure_warehouse
 
@@ -104,11 +105,45 @@ class BackfillRequest:
         )
 
 
-def _flag(args, file_values, name, default, parse=lambda v: v):
-    value = getattr(args, name, None)
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError("not one of true, false, 1, 0, yes, no")
+
+
+def _choice(*choices: str):
+    def parse(value) -> str:
+        if value not in choices:
+            raise ValueError(f"not one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def _flag(args, file_values, name, default, parse=lambda v: v, env=None):
+    """A run setting: its flag, else RAY_BACKFILL_<NAME>, else the config file, else `default`."""
+    env = os.environ if env is None else env
+    value, origin = getattr(args, name, None), "--" + name.replace("_", "-")
+    if value is None and env.get(ENV_PREFIX + name.upper()) not in (None, ""):
+        value, origin = env[ENV_PREFIX + name.upper()], ENV_PREFIX + name.upper()
+    if value is None and name in file_values:
+        value, origin = file_values[name], f"{name} in {getattr(args, 'config', None)}"
     if value is None:
-        value = file_values.get(name)
-    return default if value is None else parse(value)
+        return default
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as exc:
+        why = str(exc) if str(exc).startswith("not one of") else "not a valid value"
+        raise ConfigError(f"{origin} {value!r} is {why}") from None
+
+
+# the run settings `resume` may change: how it runs, not what it writes
+RESUME_OVERRIDES = ("parallelism", "standby", "retries", "chunk_timeout", "address")
 
 
 def build_request(args: argparse.Namespace) -> BackfillRequest:
@@ -117,22 +152,35 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
     date_range = DateRange.parse(args.start_date, args.end_date)
     if settings.source.kind == "open-meteo":
         check_dates(settings.source.domains, date_range.start_date, date_range.end_date)
-    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False))
-    try:
-        return BackfillRequest(
-            settings=settings, date_range=date_range,
-            granularity=_flag(args, file_values, "chunk", "monthly"),
-            executor=_flag(args, file_values, "executor", "ray"), skip=skip,
-            parallelism=_flag(args, file_values, "parallelism", None, int),
-            standby=_flag(args, file_values, "standby", None, int),
-            retries=_flag(args, file_values, "retries", 2, int),
-            chunk_timeout_s=_flag(args, file_values, "chunk_timeout", None, float),
-            address=_flag(args, file_values, "address", None),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"a numeric setting is not a number: {exc}") from None
+    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False, _bool))
+    return BackfillRequest(
+        settings=settings, date_range=date_range,
+        granularity=_flag(args, file_values, "chunk", "monthly", _choice(*GRANULARITIES)),
+        executor=_flag(args, file_values, "executor", "ray", _choice(*EXECUTORS)), skip=skip,
+        **_how(args, file_values, {}),
+    )
+
+
+def _how(args, file_values, current: dict) -> dict:
+    """The request's how-to-run fields from flags, env and file, over `current` (a resume's)."""
+    fields = {"parallelism": ("parallelism", int), "standby": ("standby", int), "retries": ("retries", int),
+              "chunk_timeout_s": ("chunk_timeout", float), "address": ("address", str)}
+    defaults = {"parallelism": None, "standby": None, "retries": 2, "chunk_timeout_s": None, "address": None}
+    return {key: _flag(args, file_values, name, current.get(key, defaults[key]), parse)
+            for key, (name, parse) in fields.items()}
+
+
+def resume_request(record: RunRecord, args: argparse.Namespace) -> BackfillRequest:
+    """The run's recorded request, with the how-to-run settings given now (flags, env, file) over it."""
+    request = BackfillRequest.from_json(record.request, record.run_id)
+    _, file_values = resolve(args)
+    unknown = sorted(k for k in EXTRA_FILE_KEYS if k in file_values and k not in RESUME_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"resume keeps what run {record.run_id} writes: {unknown[0]!r} in --config cannot change "
+                          f"on resume (only {', '.join(RESUME_OVERRIDES)}); start a new run instead")
+    current = {key: getattr(request, key) for key in ("parallelism", "standby", "retries", "chunk_timeout_s",
+                                                        "address")}
+    return dataclasses.replace(request, **_how(args, file_values, current))
 
 
 def ledger_for_args(args: argparse.Namespace) -> RunLedger:

@@ -104,3 +104,70 @@ def test_the_driver_log_level(flags, shown, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert ("probe line" in done.stderr) is shown
+
+
+# --- every run setting from flags, environment and file alike; resume overrides how it runs --------
+
+
+def _request(argv, monkeypatch, env=None):
+    from ray_backfill.cli import _parser
+    from ray_backfill.runner import build_request
+
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    return build_request(_parser().parse_args(["run", "--start-date", "2024-01-01", "--end-date", "2024-03-31",
+                                               *argv]))
+
+
+def test_run_settings_come_from_flags_then_environment_then_file(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text('parallelism = 4\nchunk = "daily"\nretries = 5\nskip_silver = true\nexecutor = "sequential"\n')
+    env = {"RAY_BACKFILL_PARALLELISM": "3", "RAY_BACKFILL_CHUNK": "weekly", "RAY_BACKFILL_SKIP_GOLD": "yes",
+           "RAY_BACKFILL_CHUNK_TIMEOUT": "90", "RAY_BACKFILL_ADDRESS": "10.0.0.1:6379", "RAY_BACKFILL_STANDBY": "0"}
+    request = _request(["--config", str(config), "--parallelism", "2"], monkeypatch, env)
+    assert request.parallelism == 2  # the flag
+    assert request.granularity == "weekly" and request.chunk_timeout_s == 90.0  # the environment
+    assert request.address == "10.0.0.1:6379" and request.standby == 0
+    assert request.skip == frozenset({"silver", "gold"})  # file and environment
+    assert request.retries == 5 and request.executor == "sequential"  # the file
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RAY_BACKFILL_CHUNK": "fortnightly"}, "RAY_BACKFILL_CHUNK 'fortnightly' is not one of monthly, weekly, daily"),
+    ({"RAY_BACKFILL_PARALLELISM": "lots"}, "RAY_BACKFILL_PARALLELISM 'lots' is not a valid value"),
+    ({"RAY_BACKFILL_SKIP_SILVER": "maybe"}, "RAY_BACKFILL_SKIP_SILVER 'maybe' is not one of true, false"),
+    ({"RAY_BACKFILL_EXECUTOR": "dask"}, "RAY_BACKFILL_EXECUTOR 'dask' is not one of ray, sequential"),
+])
+def test_a_bad_setting_from_the_environment_is_one_line_naming_the_variable(env, message, monkeypatch, capsys,
+                                                                              tmp_path):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["plan", "--start-date", "2024-01-01", "--end-date", "2024-01-31",
+                 "--warehouse", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_resume_may_change_how_a_run_runs_not_what_it_writes(tmp_path, monkeypatch, capsys):
+    from ray_backfill.cli import _parser
+    from ray_backfill.ledger import RunLedger
+    from ray_backfill.runner import new_record, resume_request
+
+    request = _request(["--warehouse", str(tmp_path / "wh"), "--retries", "1", "--chunk", "weekly"], monkeypatch)
+    ledger = RunLedger.for_warehouse(tmp_path / "wh")
+    record = new_record(request)
+    ledger.save(record)
+    args = _parser().parse_args(["resume", request.run_id, "--warehouse", str(tmp_path / "wh"),
+                                 "--parallelism", "5", "--chunk-timeout", "30"])
+    resumed = resume_request(record, args)
+    assert (resumed.parallelism, resumed.chunk_timeout_s, resumed.retries) == (5, 30.0, 1)
+    assert resumed.granularity == "weekly" and resumed.date_range == request.date_range
+    assert resumed.settings == request.settings and resumed.run_id == request.run_id
+    with pytest.raises(SystemExit):  # not a resume flag: one line, from argparse
+        main(["resume", request.run_id, "--warehouse", str(tmp_path / "wh"), "--chunk", "daily"])
+    assert "unrecognized arguments: --chunk daily" in capsys.readouterr().err
+    config = tmp_path / "c.toml"
+    config.write_text('chunk = "daily"\n')
+    assert main(["resume", request.run_id, "--warehouse", str(tmp_path / "wh"), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: resume keeps what run {request.run_id} writes: 'chunk' in --config cannot change")
