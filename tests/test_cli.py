@@ -95,7 +95,8 @@ def test_cancel_records_a_run_whose_driver_is_lost_as_cancelled(tmp_path, capsys
     assert record.outcome == "cancelled" and record.task("prepare").status.value == "cancelled"
 
 
-@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["--log-level", "info"], True), (["status", "-v"], True)])
+@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["--log-level", "info"], True),
+                                          (["status", "-v"], True)])
 def test_the_driver_log_level(flags, shown, tmp_path):
     code = ("import logging, sys\nfrom ray_backfill.cli import main\n"
             "main(sys.argv[1:])\nlogging.getLogger('ray_backfill.probe').info('probe line')\n")
