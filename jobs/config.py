@@ -189,6 +189,10 @@ class SparkConfig:
                 raise ConfigError(f"spark {name} {getattr(self, name)!r} must look like 768m or 2g")
 
 
+FREE_HOST = "air-quality-api.open-meteo.com"
+CUSTOMER_HOST = "customer-air-quality-api.open-meteo.com"  # the commercial API, with apikey=
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
     """Where hourly air-quality rows come from."""
@@ -226,6 +230,9 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
             raise ConfigError(f"source {self.kind!r} is unknown; use synthetic or open-meteo")
+        if self.api_key and urlparse(self.api_url).netloc == FREE_HOST:
+            # a key is for the commercial API, which answers on its own host; the free one refuses keys
+            object.__setattr__(self, "api_url", self.api_url.replace(FREE_HOST, CUSTOMER_HOST, 1))
         parsed = urlparse(self.api_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"api url {self.api_url!r} is not an http(s) URL")

@@ -89,7 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--api-key", "source", "api_key", "Open-Meteo API key", secret=True),
     Option("--api-timeout", "source", "timeout_s", "seconds per Open-Meteo request (default 60)", _float),
     Option("--source-profile", "source", "profile",
-           "source limits shared by all chunks: free (default: 600 calls/min, 1 in flight), self-hosted, unlimited",
+           "source limits shared by all chunks: free (default: 600 calls/min, 1 in flight), commercial "
+           "(with an API key), self-hosted, unlimited",
            choices=tuple(PROFILES)),
     Option("--calls-per-minute", "source", "calls_per_minute", "override the profile's weighted calls per minute",
            _float),

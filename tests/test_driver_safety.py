@@ -381,3 +381,17 @@ def test_the_plan_refuses_them_in_one_line_for_the_open_meteo_source_only(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: --start-date 2021-06-01 is before the first day") and err.count("\n") == 1
     assert main(["plan", *args]) == 0  # the synthetic source has every day
+
+
+def test_an_api_key_goes_to_the_commercial_host_with_its_profile():
+    from jobs.config import SourceConfig
+    from jobs.sources.limits import PROFILES
+
+    free = SourceConfig(kind="open-meteo")
+    assert free.api_url == "https://air-quality-api.open-meteo.com"
+    paid = SourceConfig(kind="open-meteo", api_key="k3y", profile="commercial")
+    assert paid.api_url == "https://customer-air-quality-api.open-meteo.com"
+    assert paid.limits == PROFILES["commercial"] and paid.limits.per_minute is None
+    own = SourceConfig(kind="open-meteo", api_key="k3y", api_url="http://127.0.0.1:8080")
+    assert own.api_url == "http://127.0.0.1:8080"  # a server of one's own (or the fake) keeps its URL
+    assert "k3y" not in repr(paid)
