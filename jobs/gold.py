@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs.errors import ConfigError, DateRangeError
 from jobs.inputs import Location, Pollutant
+from jobs.silver import rewritten_span
 from jobs.tables import (
     AQI_POLLUTANTS,
     CATEGORIES,
@@ -245,10 +246,14 @@ def _require_utc(spark: SparkSession) -> None:
 
 
 def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
-    """Rebuild gold for `chunk` and the run's locations from silver; one commit per table."""
+    """Rebuild gold for `chunk` and the run's locations from silver; one commit per table.
+
+    Silver's run over the chunk also redid the means of the hours just after it
+    (`jobs.silver.rewritten_span`), so gold redoes those hours too and every day that holds one.
+    """
     cat = settings.catalog
-    start = dt.datetime.combine(chunk.start, dt.time())
-    end = dt.datetime.combine(chunk.end, dt.time())
+    start, end = rewritten_span(chunk)
+    end_day = (end - dt.timedelta(microseconds=1)).date() + dt.timedelta(days=1)
     in_keys = F.col("location_key").isin(inputs.location_keys)
     silver = spark.table(SILVER.qualified(cat))
     written: dict[str, int] = {}
@@ -275,9 +280,9 @@ def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     hours = silver.where((F.col("ts_utc") >= literal_ts(start)) & (F.col("ts_utc") < literal_ts(end)) & in_keys)
     put(FACT_HOURLY, build_fact_hourly(hours, run_id), column="ts_utc", start=start, end=end, alignment="month")
     days = silver.where(
-        (F.col("date_utc") >= literal_date(chunk.start)) & (F.col("date_utc") < literal_date(chunk.end)) & in_keys
+        (F.col("date_utc") >= literal_date(chunk.start)) & (F.col("date_utc") < literal_date(end_day)) & in_keys
     )
-    put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=chunk.end,
+    put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=end_day,
         alignment="year", date_column=True)
     episodes = episodes_starting_in(silver.where(in_keys), start, end, settings.pipeline, run_id)
     put(FACT_EPISODE, episodes, column="start_ts_utc", start=start, end=end, alignment="table")
