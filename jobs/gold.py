@@ -37,6 +37,9 @@ from jobs.writes import literal_date, literal_ts, replace_range, replace_table
 
 _ISO_TS = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _SHIFTS = ((6, "night"), (12, "morning"), (18, "afternoon"), (24, "evening"))  # (end hour, shift)
+# How far around its hours a run first reads silver for the episodes that reach out of them;
+# ×4 while a run of qualifying hours reaches the edge of what was read.
+EPISODE_MARGIN = dt.timedelta(days=2)
 
 
 def rule_code(threshold: int, min_hours: int) -> str:
@@ -163,26 +166,8 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
     Only episodes whose every hour lies in `silver` are found; an episode cut by the edge of the
     rows is reported as its inside part, so the caller reads enough hours around its range.
     """
-    _require_utc(silver.sparkSession)
     code = rule_code(threshold, min_hours)
-    # NULL >= threshold is NULL, so NULL-aqi hours drop out here just like missing ones.
-    qualifying = silver.where(F.col("aqi") >= threshold).withColumn(
-        "epoch_hour", F.floor(F.unix_seconds(F.col("ts_utc")) / 3600)
-    )
-    # Gaps and islands: along consecutive clock hours epoch_hour and row_number rise together, so
-    # their difference is constant; any missing or non-qualifying hour shifts it to a new island.
-    by_location = Window.partitionBy("location_key").orderBy("ts_utc")
-    islands = qualifying.withColumn("island", F.col("epoch_hour") - F.row_number().over(by_location))
-    episodes = (
-        islands.groupBy("location_key", "island")
-        .agg(
-            F.min("ts_utc").alias("start_ts_utc"),
-            F.max("ts_utc").alias("end_ts_utc"),
-            F.count(F.lit(1)).alias("duration_hours"),
-            _peak_hour().alias("peak"),
-        )
-        .where(F.col("duration_hours") >= min_hours)
-    )
+    episodes = qualifying_runs(silver, threshold).where(F.col("duration_hours") >= min_hours)
     return FACT_EPISODE.conform(
         episodes.withColumns(
             {
@@ -196,6 +181,33 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
                 "_run_id": F.lit(run_id),
             }
         )
+    )
+
+
+def qualifying_runs(silver: DataFrame, threshold: int) -> DataFrame:
+    """Every run of consecutive clock hours of a location with aqi >= threshold, however short.
+
+    Columns location_key, start_ts_utc, end_ts_utc, duration_hours and peak (struct of aqi and
+    pollutant); a run cut by the edge of the rows is reported as its inside part.
+    """
+    _require_utc(silver.sparkSession)
+    # NULL >= threshold is NULL, so NULL-aqi hours drop out here just like missing ones.
+    qualifying = silver.where(F.col("aqi") >= threshold).withColumn(
+        "epoch_hour", F.floor(F.unix_seconds(F.col("ts_utc")) / 3600)
+    )
+    # Gaps and islands: along consecutive clock hours epoch_hour and row_number rise together, so
+    # their difference is constant; any missing or non-qualifying hour shifts it to a new island.
+    by_location = Window.partitionBy("location_key").orderBy("ts_utc")
+    islands = qualifying.withColumn("island", F.col("epoch_hour") - F.row_number().over(by_location))
+    return (
+        islands.groupBy("location_key", "island")
+        .agg(
+            F.min("ts_utc").alias("start_ts_utc"),
+            F.max("ts_utc").alias("end_ts_utc"),
+            F.count(F.lit(1)).alias("duration_hours"),
+            _peak_hour().alias("peak"),
+        )
+        .drop("island")
     )
 
 
@@ -249,7 +261,8 @@ def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     """Rebuild gold for `chunk` and the run's locations from silver; one commit per table.
 
     Silver's run over the chunk also redid the means of the hours just after it
-    (`jobs.silver.rewritten_span`), so gold redoes those hours too and every day that holds one.
+    (`jobs.silver.rewritten_span`), so gold redoes those hours too, every day that holds one,
+    and every episode that touches one of them, however far it reaches outside the chunk.
     """
     cat = settings.catalog
     start, end = rewritten_span(chunk)
@@ -284,29 +297,58 @@ def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     )
     put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=end_day,
         alignment="year", date_column=True)
-    episodes = episodes_starting_in(silver.where(in_keys), start, end, settings.pipeline, run_id)
-    put(FACT_EPISODE, episodes, column="start_ts_utc", start=start, end=end, alignment="table")
+    existing = spark.table(FACT_EPISODE.qualified(cat)).where(in_keys)
+    episodes, lo, hi = episodes_touching(silver.where(in_keys), existing, start, end, settings.pipeline, run_id)
+    put(FACT_EPISODE, episodes, column="start_ts_utc", start=lo, end=hi, alignment="table")
     return written
 
 
-def episodes_starting_in(silver, start: dt.datetime, end: dt.datetime, pipeline, run_id: str):
-    """Episodes whose first hour lies in [start, end), computed whole even where they cross `end`.
+def episodes_touching(
+    silver: DataFrame, existing: DataFrame, start: dt.datetime, end: dt.datetime, pipeline, run_id: str
+) -> tuple[DataFrame, dt.datetime, dt.datetime]:
+    """The episodes to write for the hours [start, end), and the span [lo, hi) of starts they replace.
 
-    Episodes are owned by the range holding their start, so a re-run of a range neither
-    truncates nor duplicates one that crosses its edge. The silver window reaches back far
-    enough to see the hour that precedes a start, and forward until no run is cut off.
+    [lo, hi) holds [start, end), every run of qualifying hours in `silver` that overlaps it and
+    every episode in `existing` (the table's rows in scope) that overlaps it; the episodes
+    returned are those of `silver` that start in [lo, hi), each computed whole. So replacing the
+    table's episodes that start in [lo, hi) by them continues an episode an earlier run cut at
+    its range's edge, and drops one that silver no longer holds, whatever ran before.
     """
     threshold, min_hours = pipeline.episode_threshold, pipeline.episode_min_hours
-    last_ts = silver.agg(F.max("ts_utc")).first()[0]
-    margin = dt.timedelta(days=2)
+    hour = dt.timedelta(hours=1)
+    lo, hi, margin = start, end, EPISODE_MARGIN
     while True:
-        lo, hi = start - margin, end + margin
-        window = silver.where((F.col("ts_utc") >= literal_ts(lo)) & (F.col("ts_utc") < literal_ts(hi)))
-        # A run still going at the window's last hour may continue past it: widen and redo.
-        edge = window.where((F.col("ts_utc") == literal_ts(hi - dt.timedelta(hours=1)))
-                            & (F.col("aqi") >= threshold))
-        if last_ts is None or hi > last_ts or edge.limit(1).count() == 0:
+        read_lo, read_hi = lo - margin, hi + margin
+        read = silver.where((F.col("ts_utc") >= literal_ts(read_lo)) & (F.col("ts_utc") < literal_ts(read_hi)))
+        # A run that reaches an edge of the rows read may go on beyond it.
+        runs = qualifying_runs(read, threshold).select(
+            "start_ts_utc", "end_ts_utc",
+            ((F.col("start_ts_utc") == literal_ts(read_lo))
+             | (F.col("end_ts_utc") == literal_ts(read_hi - hour))).alias("at_edge"),
+        )
+        stored = existing.select("start_ts_utc", "end_ts_utc", F.lit(False).alias("at_edge"))
+        # Only what overlaps [lo, hi) and reaches out of it can widen it: a few rows per location.
+        reaching_out = runs.unionByName(stored).where(
+            (F.col("start_ts_utc") < literal_ts(hi)) & (F.col("end_ts_utc") >= literal_ts(lo))
+            & ((F.col("start_ts_utc") < literal_ts(lo)) | (F.col("end_ts_utc") >= literal_ts(hi)))
+        )
+        # Epoch seconds: collected timestamps would come back in the Python process's time zone.
+        spans = reaching_out.select(
+            F.unix_seconds("start_ts_utc"), F.unix_seconds("end_ts_utc"), "at_edge"
+        ).collect()
+        if any(at_edge for _, _, at_edge in spans):
+            margin *= 4
+            continue
+        wider_lo = min([lo, *(_naive_utc(first) for first, _, _ in spans)])
+        wider_hi = max([hi, *(_naive_utc(last) + hour for _, last, _ in spans)])
+        if (wider_lo, wider_hi) == (lo, hi):
             break
-        margin *= 4
-    episodes = build_episodes(window, threshold, min_hours, run_id)
-    return episodes.where((F.col("start_ts_utc") >= literal_ts(start)) & (F.col("start_ts_utc") < literal_ts(end)))
+        lo, hi = wider_lo, wider_hi
+    episodes = build_episodes(read, threshold, min_hours, run_id)
+    in_span = (F.col("start_ts_utc") >= literal_ts(lo)) & (F.col("start_ts_utc") < literal_ts(hi))
+    return episodes.where(in_span), lo, hi
+
+
+def _naive_utc(epoch_seconds: int) -> dt.datetime:
+    """Epoch seconds as a naive UTC datetime, the form literal_ts and replace_range take."""
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).replace(tzinfo=None)
