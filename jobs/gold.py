@@ -326,27 +326,48 @@ def episodes_touching(
             ((F.col("start_ts_utc") == literal_ts(read_lo))
              | (F.col("end_ts_utc") == literal_ts(read_hi - hour))).alias("at_edge"),
         )
-        stored = existing.select("start_ts_utc", "end_ts_utc", F.lit(False).alias("at_edge"))
-        # Only what overlaps [lo, hi) and reaches out of it can widen it: a few rows per location.
-        reaching_out = runs.unionByName(stored).where(
-            (F.col("start_ts_utc") < literal_ts(hi)) & (F.col("end_ts_utc") >= literal_ts(lo))
-            & ((F.col("start_ts_utc") < literal_ts(lo)) | (F.col("end_ts_utc") >= literal_ts(hi)))
+        stored = existing.where(
+            (F.col("start_ts_utc") < literal_ts(read_hi)) & (F.col("end_ts_utc") >= literal_ts(read_lo))
+        ).select("start_ts_utc", "end_ts_utc", F.lit(False).alias("at_edge"))
+        # Runs and episodes that lie inside [lo, hi) cannot widen it; the others are a few per location.
+        outside = runs.unionByName(stored).where(
+            (F.col("start_ts_utc") < literal_ts(lo)) | (F.col("end_ts_utc") >= literal_ts(hi))
         )
         # Epoch seconds: collected timestamps would come back in the Python process's time zone.
-        spans = reaching_out.select(
-            F.unix_seconds("start_ts_utc"), F.unix_seconds("end_ts_utc"), "at_edge"
-        ).collect()
-        if any(at_edge for _, _, at_edge in spans):
-            margin *= 4
-            continue
-        wider_lo = min([lo, *(_naive_utc(first) for first, _, _ in spans)])
-        wider_hi = max([hi, *(_naive_utc(last) + hour for _, last, _ in spans)])
-        if (wider_lo, wider_hi) == (lo, hi):
-            break
+        spans = [
+            (_naive_utc(first), _naive_utc(last) + hour, at_edge)
+            for first, last, at_edge in outside.select(
+                F.unix_seconds("start_ts_utc"), F.unix_seconds("end_ts_utc"), "at_edge"
+            ).collect()
+        ]
+        wider_lo, wider_hi, cut = _widen(lo, hi, spans)
         lo, hi = wider_lo, wider_hi
+        # Done unless a run it overlaps may go on beyond the rows read, or it outgrew them.
+        if not cut and read_lo <= lo and hi <= read_hi:
+            break
+        margin *= 4
     episodes = build_episodes(read, threshold, min_hours, run_id)
     in_span = (F.col("start_ts_utc") >= literal_ts(lo)) & (F.col("start_ts_utc") < literal_ts(hi))
     return episodes.where(in_span), lo, hi
+
+
+def _widen(
+    lo: dt.datetime, hi: dt.datetime, spans: list[tuple[dt.datetime, dt.datetime, bool]]
+) -> tuple[dt.datetime, dt.datetime, bool]:
+    """[lo, hi) widened over every span [first, after_last) that overlaps it, until none reaches out.
+
+    Also says whether a span it overlaps is flagged (a run at the edge of the rows read).
+    """
+    cut = False
+    widened = True
+    while widened:
+        widened = False
+        for first, after_last, flagged in spans:
+            if first < hi and after_last > lo:
+                cut = cut or flagged
+                if first < lo or after_last > hi:
+                    lo, hi, widened = min(lo, first), max(hi, after_last), True
+    return lo, hi, cut
 
 
 def _naive_utc(epoch_seconds: int) -> dt.datetime:

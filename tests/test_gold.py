@@ -421,15 +421,17 @@ def test_episodes_touching_the_hours_are_read_whole_past_both_edges(spark):
     assert (lo, hi) == (naive_utc(at(-60)), naive_utc(at(101)))
 
 
-def test_a_stored_episode_overlapping_the_hours_is_replaced_whole(spark):
+def test_stored_episodes_overlapping_the_hours_are_replaced_whole(spark):
     # The table holds lyon 10-30, from silver that has since changed: hour 23 is now below the
     # threshold. It overlaps the hours 24-48, so its first hour (10) joins the span replaced and
-    # the run 10-22 is found again under the same start, hence the same episode_id.
+    # the run 10-22 is found again under the same start, hence the same episode_id. It also holds
+    # nice from -200 (further back than the first rows read) to 26, of which silver holds nothing
+    # any more: its start joins the span, so the replace drops it.
     lyon = [silver_row("lyon", at(h), aqi=100 if h in (9, 23, 28) else 160) for h in range(9, 29)]
-    found, lo, hi = touching(spark, lyon, [("lyon", at(10), at(30))], 24, 48)
+    found, lo, hi = touching(spark, lyon, [("lyon", at(10), at(30)), ("nice", at(-200), at(26))], 24, 48)
 
     assert found == [
         ("lyon", collected(at(10)), collected(at(22)), 13),
         ("lyon", collected(at(24)), collected(at(27)), 4),
     ]
-    assert (lo, hi) == (naive_utc(at(10)), naive_utc(at(48)))
+    assert (lo, hi) == (naive_utc(at(-200)), naive_utc(at(48)))
