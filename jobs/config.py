@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from jobs.errors import ConfigError
 from jobs.sources.limits import SourceLimits, profile_limits
@@ -36,6 +36,38 @@ def validate_identifier(value: str, what: str) -> str:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise ConfigError(f"{what} {value!r} is not a valid identifier (letters, digits, _)")
     return value
+
+
+_SECRET_PARAM = re.compile(r"^(password|token|secret|credential|access[_-]?token)$", re.IGNORECASE)
+
+
+def split_uri_secret(uri: str) -> tuple[str, str | None, str | None]:
+    """(uri without credentials, the user it named, the password or token it held).
+
+    Takes the password of `scheme://user:password@host` and `password=`/`token=` query
+    parameters out of a catalog URI (JDBC URLs too: `jdbc:postgresql://h/db?user=u&password=p`),
+    so the URI can be stored, printed and put on a command line; the secret travels as the
+    catalog password does (environment, never the ledger)."""
+    prefix, rest = ("jdbc:", uri[5:]) if uri.startswith("jdbc:") else ("", uri)
+    parsed = urlparse(rest)
+    user = secret = None
+    netloc = parsed.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            user, secret = userinfo.split(":", 1)
+            netloc = f"{user}@{host}"
+    query = []
+    for key, value in parse_qsl(parsed.query, keep_blank_values=True):
+        if _SECRET_PARAM.match(key):
+            secret = secret or value
+        else:
+            if key.lower() == "user":
+                user = user or value
+            query.append((key, value))
+    if secret is None:
+        return uri, user, None
+    return prefix + urlunparse(parsed._replace(netloc=netloc, query=urlencode(query))), user, secret
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +95,14 @@ class CatalogConfig:
 
     def __post_init__(self) -> None:
         validate_identifier(self.name, "catalog name")
+        if self.uri:
+            clean, _, secret = split_uri_secret(self.uri)
+            if secret is not None:  # a credential in the URI becomes the password: never stored or shown
+                if self.password is not None and self.password != secret:
+                    raise ConfigError("the catalog uri holds a password and a different catalog password is given; "
+                                      "give it once (RAY_BACKFILL_CATALOG_PASSWORD)")
+                object.__setattr__(self, "uri", clean)
+                object.__setattr__(self, "password", secret)
         if self.kind not in CATALOG_KINDS:
             raise ConfigError(f"catalog kind {self.kind!r} is unknown; use sqlite, postgres, hadoop or rest")
         if self.kind in ("postgres", "rest") and not self.uri:
@@ -149,6 +189,10 @@ class SparkConfig:
                 raise ConfigError(f"spark {name} {getattr(self, name)!r} must look like 768m or 2g")
 
 
+FREE_HOST = "air-quality-api.open-meteo.com"
+CUSTOMER_HOST = "customer-air-quality-api.open-meteo.com"  # the commercial API, with apikey=
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
     """Where hourly air-quality rows come from."""
@@ -186,6 +230,9 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
             raise ConfigError(f"source {self.kind!r} is unknown; use synthetic or open-meteo")
+        if self.api_key and urlparse(self.api_url).netloc == FREE_HOST:
+            # a key is for the commercial API, which answers on its own host; the free one refuses keys
+            object.__setattr__(self, "api_url", self.api_url.replace(FREE_HOST, CUSTOMER_HOST, 1))
         parsed = urlparse(self.api_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"api url {self.api_url!r} is not an http(s) URL")

@@ -9,13 +9,20 @@
     ├── SourceError               the data source failed
     │   ├── SourceRequestError    the source refused the request: any 4xx but 429, or another
     │   │                         status it does not retry (e.g. 501); carries `status`, `reason`
-    │   └── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies), or the
-    │                             hourly/daily quota used up
+    │   ├── SourceUnavailable     retries exhausted (429/5xx/timeouts/broken bodies), or the
+    │   │                         hourly/daily quota used up
+    │   └── IncompleteChunkError  the source's answer for a chunk lacks hours or variables, or
+    │                             repeats hours; carries `chunk` and `location`
     ├── StageError                a Spark stage failed; carries `stage` and `chunk`
     └── IllegalTransition         a task state change the ledger forbids (a bug, not bad input)
 
 Every message is one line that shows the offending value and, where it helps, how to fix it.
 The CLI (`ray-backfill`, also its `stage` command) prints `error: <message>` on stderr and exits 1.
+
+`permanent` says whether another attempt of the same task could succeed: bad input, a request
+the source refuses (400/401/403 and other 4xx but 429) and a used-up daily quota are permanent
+and not retried; everything else (429 with backoff, 5xx, timeouts, killed processes, commit
+conflicts, errors of unknown kind) is transient and retried.
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ from __future__ import annotations
 class BackfillError(Exception):
     """Base of every error ray-backfill raises on purpose."""
 
+    permanent = False  # True: retrying the same task cannot help
+
 
 class InputError(BackfillError, ValueError):
     """Bad user input; nothing has been written when this is raised."""
+
+    permanent = True
 
 
 class DateRangeError(InputError):
@@ -58,6 +69,8 @@ class SourceError(BackfillError):
 class SourceRequestError(SourceError):
     """The source refused the request itself (a 4xx other than 429, or a status not retried); retrying cannot help."""
 
+    permanent = True
+
     def __init__(self, message: str, status: int | None = None, reason: str | None = None):
         self.status = status
         self.reason = reason
@@ -66,7 +79,21 @@ class SourceRequestError(SourceError):
 
 class SourceUnavailable(SourceError):
     """The source kept failing (rate limits, 5xx, timeouts, broken bodies) until retries ran out,
-    or its hourly or daily quota is used up."""
+    or its hourly or daily quota is used up (`permanent` for the daily one: no retry today helps)."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        self.permanent = permanent
+        super().__init__(message)
+
+
+class IncompleteChunkError(SourceError):
+    """The source answered a bronze chunk with hours missing or repeated, or a variable left out;
+    `chunk` is the chunk id, `location` the first location key with a gap. Nothing is written."""
+
+    def __init__(self, message: str, chunk: str, location: str):
+        self.chunk = chunk
+        self.location = location
+        super().__init__(message)
 
 
 class StageError(BackfillError):

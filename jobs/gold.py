@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs.errors import ConfigError, DateRangeError
 from jobs.inputs import Location, Pollutant
+from jobs.silver import rewritten_span
 from jobs.tables import (
     AQI_POLLUTANTS,
     CATEGORIES,
@@ -36,6 +37,9 @@ from jobs.writes import literal_date, literal_ts, replace_range, replace_table
 
 _ISO_TS = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _SHIFTS = ((6, "night"), (12, "morning"), (18, "afternoon"), (24, "evening"))  # (end hour, shift)
+# How far around its hours a run first reads silver for the episodes that reach out of them;
+# ×4 while a run of qualifying hours reaches the edge of what was read.
+EPISODE_MARGIN = dt.timedelta(days=2)
 
 
 def rule_code(threshold: int, min_hours: int) -> str:
@@ -162,26 +166,8 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
     Only episodes whose every hour lies in `silver` are found; an episode cut by the edge of the
     rows is reported as its inside part, so the caller reads enough hours around its range.
     """
-    _require_utc(silver.sparkSession)
     code = rule_code(threshold, min_hours)
-    # NULL >= threshold is NULL, so NULL-aqi hours drop out here just like missing ones.
-    qualifying = silver.where(F.col("aqi") >= threshold).withColumn(
-        "epoch_hour", F.floor(F.unix_seconds(F.col("ts_utc")) / 3600)
-    )
-    # Gaps and islands: along consecutive clock hours epoch_hour and row_number rise together, so
-    # their difference is constant; any missing or non-qualifying hour shifts it to a new island.
-    by_location = Window.partitionBy("location_key").orderBy("ts_utc")
-    islands = qualifying.withColumn("island", F.col("epoch_hour") - F.row_number().over(by_location))
-    episodes = (
-        islands.groupBy("location_key", "island")
-        .agg(
-            F.min("ts_utc").alias("start_ts_utc"),
-            F.max("ts_utc").alias("end_ts_utc"),
-            F.count(F.lit(1)).alias("duration_hours"),
-            _peak_hour().alias("peak"),
-        )
-        .where(F.col("duration_hours") >= min_hours)
-    )
+    episodes = qualifying_runs(silver, threshold).where(F.col("duration_hours") >= min_hours)
     return FACT_EPISODE.conform(
         episodes.withColumns(
             {
@@ -195,6 +181,33 @@ def build_episodes(silver: DataFrame, threshold: int, min_hours: int, run_id: st
                 "_run_id": F.lit(run_id),
             }
         )
+    )
+
+
+def qualifying_runs(silver: DataFrame, threshold: int) -> DataFrame:
+    """Every run of consecutive clock hours of a location with aqi >= threshold, however short.
+
+    Columns location_key, start_ts_utc, end_ts_utc, duration_hours and peak (struct of aqi and
+    pollutant); a run cut by the edge of the rows is reported as its inside part.
+    """
+    _require_utc(silver.sparkSession)
+    # NULL >= threshold is NULL, so NULL-aqi hours drop out here just like missing ones.
+    qualifying = silver.where(F.col("aqi") >= threshold).withColumn(
+        "epoch_hour", F.floor(F.unix_seconds(F.col("ts_utc")) / 3600)
+    )
+    # Gaps and islands: along consecutive clock hours epoch_hour and row_number rise together, so
+    # their difference is constant; any missing or non-qualifying hour shifts it to a new island.
+    by_location = Window.partitionBy("location_key").orderBy("ts_utc")
+    islands = qualifying.withColumn("island", F.col("epoch_hour") - F.row_number().over(by_location))
+    return (
+        islands.groupBy("location_key", "island")
+        .agg(
+            F.min("ts_utc").alias("start_ts_utc"),
+            F.max("ts_utc").alias("end_ts_utc"),
+            F.count(F.lit(1)).alias("duration_hours"),
+            _peak_hour().alias("peak"),
+        )
+        .drop("island")
     )
 
 
@@ -245,10 +258,15 @@ def _require_utc(spark: SparkSession) -> None:
 
 
 def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
-    """Rebuild gold for `chunk` and the run's locations from silver; one commit per table."""
+    """Rebuild gold for `chunk` and the run's locations from silver; one commit per table.
+
+    Silver's run over the chunk also redid the means of the hours just after it
+    (`jobs.silver.rewritten_span`), so gold redoes those hours too, every day that holds one,
+    and every episode that touches one of them, however far it reaches outside the chunk.
+    """
     cat = settings.catalog
-    start = dt.datetime.combine(chunk.start, dt.time())
-    end = dt.datetime.combine(chunk.end, dt.time())
+    start, end = rewritten_span(chunk)
+    end_day = (end - dt.timedelta(microseconds=1)).date() + dt.timedelta(days=1)
     in_keys = F.col("location_key").isin(inputs.location_keys)
     silver = spark.table(SILVER.qualified(cat))
     written: dict[str, int] = {}
@@ -275,33 +293,83 @@ def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
     hours = silver.where((F.col("ts_utc") >= literal_ts(start)) & (F.col("ts_utc") < literal_ts(end)) & in_keys)
     put(FACT_HOURLY, build_fact_hourly(hours, run_id), column="ts_utc", start=start, end=end, alignment="month")
     days = silver.where(
-        (F.col("date_utc") >= literal_date(chunk.start)) & (F.col("date_utc") < literal_date(chunk.end)) & in_keys
+        (F.col("date_utc") >= literal_date(chunk.start)) & (F.col("date_utc") < literal_date(end_day)) & in_keys
     )
-    put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=chunk.end,
+    put(FACT_DAILY, build_fact_daily(days, run_id), column="date_utc", start=chunk.start, end=end_day,
         alignment="year", date_column=True)
-    episodes = episodes_starting_in(silver.where(in_keys), start, end, settings.pipeline, run_id)
-    put(FACT_EPISODE, episodes, column="start_ts_utc", start=start, end=end, alignment="table")
+    existing = spark.table(FACT_EPISODE.qualified(cat)).where(in_keys)
+    episodes, lo, hi = episodes_touching(silver.where(in_keys), existing, start, end, settings.pipeline, run_id)
+    put(FACT_EPISODE, episodes, column="start_ts_utc", start=lo, end=hi, alignment="table")
     return written
 
 
-def episodes_starting_in(silver, start: dt.datetime, end: dt.datetime, pipeline, run_id: str):
-    """Episodes whose first hour lies in [start, end), computed whole even where they cross `end`.
+def episodes_touching(
+    silver: DataFrame, existing: DataFrame, start: dt.datetime, end: dt.datetime, pipeline, run_id: str
+) -> tuple[DataFrame, dt.datetime, dt.datetime]:
+    """The episodes to write for the hours [start, end), and the span [lo, hi) of starts they replace.
 
-    Episodes are owned by the range holding their start, so a re-run of a range neither
-    truncates nor duplicates one that crosses its edge. The silver window reaches back far
-    enough to see the hour that precedes a start, and forward until no run is cut off.
+    [lo, hi) holds [start, end), every run of qualifying hours in `silver` that overlaps it and
+    every episode in `existing` (the table's rows in scope) that overlaps it; the episodes
+    returned are those of `silver` that start in [lo, hi), each computed whole. So replacing the
+    table's episodes that start in [lo, hi) by them continues an episode an earlier run cut at
+    its range's edge, and drops one that silver no longer holds, whatever ran before.
     """
     threshold, min_hours = pipeline.episode_threshold, pipeline.episode_min_hours
-    last_ts = silver.agg(F.max("ts_utc")).first()[0]
-    margin = dt.timedelta(days=2)
+    hour = dt.timedelta(hours=1)
+    lo, hi, margin = start, end, EPISODE_MARGIN
     while True:
-        lo, hi = start - margin, end + margin
-        window = silver.where((F.col("ts_utc") >= literal_ts(lo)) & (F.col("ts_utc") < literal_ts(hi)))
-        # A run still going at the window's last hour may continue past it: widen and redo.
-        edge = window.where((F.col("ts_utc") == literal_ts(hi - dt.timedelta(hours=1)))
-                            & (F.col("aqi") >= threshold))
-        if last_ts is None or hi > last_ts or edge.limit(1).count() == 0:
+        read_lo, read_hi = lo - margin, hi + margin
+        read = silver.where((F.col("ts_utc") >= literal_ts(read_lo)) & (F.col("ts_utc") < literal_ts(read_hi)))
+        # A run that reaches an edge of the rows read may go on beyond it.
+        runs = qualifying_runs(read, threshold).select(
+            "start_ts_utc", "end_ts_utc",
+            ((F.col("start_ts_utc") == literal_ts(read_lo))
+             | (F.col("end_ts_utc") == literal_ts(read_hi - hour))).alias("at_edge"),
+        )
+        stored = existing.where(
+            (F.col("start_ts_utc") < literal_ts(read_hi)) & (F.col("end_ts_utc") >= literal_ts(read_lo))
+        ).select("start_ts_utc", "end_ts_utc", F.lit(False).alias("at_edge"))
+        # Runs and episodes that lie inside [lo, hi) cannot widen it; the others are a few per location.
+        outside = runs.unionByName(stored).where(
+            (F.col("start_ts_utc") < literal_ts(lo)) | (F.col("end_ts_utc") >= literal_ts(hi))
+        )
+        # Epoch seconds: collected timestamps would come back in the Python process's time zone.
+        spans = [
+            (_naive_utc(first), _naive_utc(last) + hour, at_edge)
+            for first, last, at_edge in outside.select(
+                F.unix_seconds("start_ts_utc"), F.unix_seconds("end_ts_utc"), "at_edge"
+            ).collect()
+        ]
+        wider_lo, wider_hi, cut = _widen(lo, hi, spans)
+        lo, hi = wider_lo, wider_hi
+        # Done unless a run it overlaps may go on beyond the rows read, or it outgrew them.
+        if not cut and read_lo <= lo and hi <= read_hi:
             break
         margin *= 4
-    episodes = build_episodes(window, threshold, min_hours, run_id)
-    return episodes.where((F.col("start_ts_utc") >= literal_ts(start)) & (F.col("start_ts_utc") < literal_ts(end)))
+    episodes = build_episodes(read, threshold, min_hours, run_id)
+    in_span = (F.col("start_ts_utc") >= literal_ts(lo)) & (F.col("start_ts_utc") < literal_ts(hi))
+    return episodes.where(in_span), lo, hi
+
+
+def _widen(
+    lo: dt.datetime, hi: dt.datetime, spans: list[tuple[dt.datetime, dt.datetime, bool]]
+) -> tuple[dt.datetime, dt.datetime, bool]:
+    """[lo, hi) widened over every span [first, after_last) that overlaps it, until none reaches out.
+
+    Also says whether a span it overlaps is flagged (a run at the edge of the rows read).
+    """
+    cut = False
+    widened = True
+    while widened:
+        widened = False
+        for first, after_last, flagged in spans:
+            if first < hi and after_last > lo:
+                cut = cut or flagged
+                if first < lo or after_last > hi:
+                    lo, hi, widened = min(lo, first), max(hi, after_last), True
+    return lo, hi, cut
+
+
+def _naive_utc(epoch_seconds: int) -> dt.datetime:
+    """Epoch seconds as a naive UTC datetime, the form literal_ts and replace_range take."""
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).replace(tzinfo=None)

@@ -34,7 +34,8 @@ from jobs.tables import (
 )
 from jobs.writes import literal_ts, replace_range
 
-# The longest mean (24 h) at `start` reaches back to start − 23 h: read bronze from there.
+# The longest mean (24 h) at `start` reaches back to start − 23 h: read bronze from there. The
+# other way round, the means of the 23 hours after `end` reach back into [start, end).
 LOOKBACK = timedelta(hours=23)
 
 # Largest physically plausible hourly value (µg/m³; aod unitless; uv_index; co2 ppm). Each sits
@@ -204,10 +205,20 @@ def _epoch_range(start: datetime, end: datetime) -> tuple[int, int]:
 # --- entrypoint: read bronze, write silver -------------------------------------------------
 
 
-def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
-    """Rebuild silver for `chunk` and the run's locations from bronze; one commit."""
+def rewritten_span(chunk) -> tuple[datetime, datetime]:
+    """The hours [start, end) a silver run over `chunk` rewrites: the chunk's and the LOOKBACK after it.
+
+    The means of an hour up to LOOKBACK after the chunk reach back into it, so they change when
+    the chunk's bronze does: a run over the earlier of two adjacent ranges, after the later one,
+    must redo them. Where bronze has no hours after the chunk yet there is nothing to redo.
+    """
     start = dt.datetime.combine(chunk.start, dt.time())
-    end = dt.datetime.combine(chunk.end, dt.time())
+    return start, dt.datetime.combine(chunk.end, dt.time()) + LOOKBACK
+
+
+def run(spark, settings, chunk, inputs, run_id: str) -> dict[str, int]:
+    """Rebuild silver for `chunk`'s rewritten span and the run's locations from bronze; one commit."""
+    start, end = rewritten_span(chunk)
     keys = inputs.location_keys
     bronze = spark.table(BRONZE.qualified(settings.catalog)).where(
         (F.col("ts_utc") >= literal_ts(start - LOOKBACK)) & (F.col("ts_utc") < literal_ts(end))

@@ -1,7 +1,9 @@
 """Atomic replace of exactly a range of rows in an Iceberg table.
 
 `replace_range` is one commit per call: rows in [start, end) (optionally only those matching
-`scope`, e.g. the processed locations) are replaced by `rows`; everything else is kept.
+`scope`, e.g. the processed locations) are replaced by `rows`; everything else is kept. A `merge`
+function may build the written rows from `rows` and the rows they replace (bronze keeps the
+columns a re-run did not ask for).
 Iceberg can only drop whole files, so the commit overwrites the partitions the range touches
 (aligned to the table's month/year partitioning) and re-writes the rows of those partitions that
 lie outside the range — read from one pinned snapshot, and validated against concurrent commits
@@ -14,7 +16,7 @@ import datetime as dt
 import logging
 import random
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -69,12 +71,16 @@ def replace_range(
     alignment: Alignment,
     scope: Column | None = None,
     date_column: bool = False,
+    merge: Callable[[DataFrame, DataFrame], DataFrame] | None = None,
     attempts: int = 12,
 ) -> None:
     """Replace the rows of `table` with `start <= column < end` (and `scope`) by `rows`, atomically.
 
     `rows` must lie inside the range and scope; `date_column` says `column` is a DATE.
     Zero `rows` is a valid replace: the range is emptied in one commit.
+    `merge(rows, replaced)`, when given, returns the rows to write instead; `replaced` are the
+    table's rows in the range and scope, read from the snapshot the commit is validated against,
+    so a concurrent change to them fails the commit (and the step is retried) rather than being lost.
     """
     to_lit = literal_date if date_column else literal_ts
     start_dt = start if isinstance(start, dt.datetime) else dt.datetime(start.year, start.month, start.day)
@@ -93,12 +99,12 @@ def replace_range(
         snapshot = current_snapshot_id(spark, table)
         writer_rows = rows
         if snapshot is not None:
-            kept = (
-                spark.read.format("iceberg").option("snapshot-id", str(snapshot)).load(table)
-                .where(partitions & ~F.coalesce(in_scope, F.lit(False)))
-                .select(*columns)
-            )
-            writer_rows = rows.unionByName(kept)
+            pinned = spark.read.format("iceberg").option("snapshot-id", str(snapshot)).load(table).where(partitions)
+            if merge is not None:
+                replaced = pinned.where(F.coalesce(in_scope, F.lit(False))).select(*columns)
+                writer_rows = merge(rows, replaced).select(*columns)
+            kept = pinned.where(~F.coalesce(in_scope, F.lit(False))).select(*columns)
+            writer_rows = writer_rows.unionByName(kept)
         writer = writer_rows.sortWithinPartitions(*[c for c in ("location_key", column) if c in columns]).writeTo(table)
         if snapshot is not None:
             writer = writer.option("validate-from-snapshot-id", str(snapshot)).option("isolation-level", "serializable")

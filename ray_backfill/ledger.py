@@ -1,9 +1,15 @@
-"""The durable record of a run: chunk states, attempts, rows, seconds, errors.
+"""The durable record of a run: chunk states, attempts, rows, seconds, errors, the driver's heartbeat.
 
-Kept as JSON under the ledger dir (`<ledger_dir>/<run_id>/ledger.json`; where that is:
-`ledger_location`), written by the run's driver, the only writer: atomically on a file system
-(temp file + rename), as one PUT of the whole file on an object store. Resume reads it back — also
-after the driver was killed, when chunks still say `running`.
+Kept under the ledger dir (`<ledger_dir>/<run_id>/`; where that is: `ledger_location`), written by
+the run's driver, the only writer, as a snapshot plus an append-only event log:
+  ledger.json    the whole record, replaced atomically (temp file + rename on a file system, one
+                 PUT on an object store) when the run starts and ends, and once every `len(tasks)`
+                 events, so an event costs the same whatever the run's size (amortised);
+  events.jsonl   one line per task change or heartbeat since the snapshot (on an object store,
+                 one small object per event under events/); lines with a sequence number the
+                 snapshot already holds, or a torn last line, are skipped when read.
+Resume and status read snapshot + events — also after the driver was killed, when chunks still
+say `running` and the heartbeat stops: `driver_state` tells a live driver from a lost one.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
+import socket
 import tempfile
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -55,9 +64,23 @@ _TRANSITIONS = {
 }
 
 
+# A driver writes a heartbeat every HEARTBEAT_S; one silent for STALE_S is taken for lost.
+HEARTBEAT_S = 10.0
+STALE_S = 60.0
+RUN_ID_PATTERN = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a random suffix."""
     return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id, or InputError: ids are `YYYYMMDDTHHMMSSZ-xxxxxx`, never a path."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise InputError(f"run id {run_id!r} is not a run id (like 20240101T000000Z-1a2b3c; "
+                         "`ray-backfill status` lists them)")
+    return run_id
 
 
 def utcnow() -> str:
@@ -118,6 +141,10 @@ class RunRecord:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     tables: list[dict] | None = None  # rows and span per table after the run, from gold
     source: dict | None = None  # the run's source limiter: limits and what it granted
+    driver: dict | None = None  # the driver writing the record: host, pid
+    heartbeat_at: str | None = None  # the driver's last sign of life (UTC, ISO)
+    error: str | None = None  # what ended the run when it was not a task (the driver's own error)
+    seq: int = 0  # events written so far; the snapshot holds those up to `seq`
     version: int = LEDGER_VERSION
 
     def task(self, task_id: str) -> TaskRecord:
@@ -131,6 +158,7 @@ class RunRecord:
             "version": self.version, "run_id": self.run_id, "created_at": self.created_at,
             "finished_at": self.finished_at, "outcome": self.outcome, "stage_seconds": self.stage_seconds,
             "tables": self.tables, "source": self.source, "request": self.request, "tasks": [t.to_json() for t in self.tasks],
+            "driver": self.driver, "heartbeat_at": self.heartbeat_at, "error": self.error, "seq": self.seq,
         }
 
     @classmethod
@@ -141,7 +169,63 @@ class RunRecord:
             run_id=data["run_id"], request=data["request"], tasks=[TaskRecord.from_json(t) for t in data["tasks"]],
             created_at=data["created_at"], finished_at=data.get("finished_at"), outcome=data.get("outcome"),
             stage_seconds=data.get("stage_seconds", {}), tables=data.get("tables"), source=data.get("source"),
+            driver=data.get("driver"), heartbeat_at=data.get("heartbeat_at"), error=data.get("error"),
+            seq=data.get("seq", 0),
         )
+
+    def apply(self, event: dict) -> None:
+        """Replay one event of the log (a task's new state, a heartbeat)."""
+        if "task" in event:
+            task = TaskRecord.from_json(event["task"])
+            index = next(i for i, t in enumerate(self.tasks) if t.task_id == task.task_id)
+            self.tasks[index] = task
+        if "heartbeat_at" in event:
+            self.heartbeat_at = event["heartbeat_at"]
+        self.seq = event["seq"]
+
+
+def _age_s(iso: str | None, now: dt.datetime | None = None) -> float | None:
+    if not iso:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return (now - dt.datetime.fromisoformat(iso)).total_seconds()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_cancelled(ledger: "RunLedger", record: RunRecord, why: str) -> None:
+    """Record a run whose driver is gone as cancelled (what its own Ctrl-C would have written)."""
+    record.outcome, record.finished_at = "cancelled", utcnow()
+    for task in record.tasks:
+        if not task.status.is_terminal():
+            task.move(ChunkStatus.CANCELLED, error=task.error or why)
+    ledger.save(record)
+
+
+def driver_state(record: RunRecord, now: dt.datetime | None = None) -> tuple[str, str]:
+    """("finished" | "running" | "lost", one line saying so) for a run's driver.
+
+    Lost: no heartbeat for STALE_S, or the driver's process is gone from this very host.
+    """
+    if record.outcome:
+        return "finished", record.outcome
+    age = _age_s(record.heartbeat_at, now)
+    driver = record.driver or {}
+    where = f"pid {driver.get('pid')} on {driver.get('host')}" if driver else "its driver"
+    if age is None:
+        return "lost", "driver lost (it never wrote a heartbeat)"
+    gone_here = driver.get("host") == socket.gethostname() and not _pid_alive(int(driver.get("pid", 0)))
+    if gone_here or age > STALE_S:
+        return "lost", f"driver lost ({where}; last heartbeat {record.heartbeat_at}, {age:.0f}s ago)"
+    return "running", f"running ({where}; heartbeat {age:.0f}s ago)"
 
 
 class RunLedger:
@@ -149,6 +233,8 @@ class RunLedger:
 
     def __init__(self, root: Path | str, filesystem: FileSystem | None = None):
         self._store = _LocalStore(Path(root)) if filesystem is None else _ArrowStore(str(root), filesystem)
+        self._lock = threading.Lock()  # the loop and the heartbeat thread write events
+        self._since_snapshot: dict[str, int] = {}
 
     @classmethod
     def for_warehouse(cls, warehouse: Path) -> "RunLedger":
@@ -165,29 +251,81 @@ class RunLedger:
         return self._store.filesystem
 
     def path(self, run_id: str) -> Path | str:
-        """The run's ledger file, a local Path or a URI like `root`."""
-        return self._store.file(run_id, "ledger.json")
+        """The run's ledger file (the snapshot), a local Path or a URI like `root`."""
+        return self._store.file(check_run_id(run_id), "ledger.json")
 
     def save(self, record: RunRecord) -> None:
-        """Atomically replace the run's ledger file."""
-        self._store.write(self.path(record.run_id), _dump(record.to_json()))
+        """Write the whole record as the run's snapshot (atomically), then drop the events it holds."""
+        with self._lock:
+            self._store.write(self.path(record.run_id), _dump(record.to_json()))
+            self._store.clear_events(record.run_id)
+            self._since_snapshot[record.run_id] = 0
+
+    def event(self, record: RunRecord, task: TaskRecord | None = None, **fields: Any) -> None:
+        """Append one change to the run's log: `task`'s new state and/or fields (heartbeat_at).
+
+        Costs one small write; every `len(record.tasks)` events (at least 64) the record is
+        written whole as the new snapshot, which keeps reads short and the cost per event flat.
+        """
+        with self._lock:
+            record.seq += 1
+            data: dict[str, Any] = {"seq": record.seq, **fields}
+            if task is not None:
+                data["task"] = task.to_json()
+            if "heartbeat_at" in fields:
+                record.heartbeat_at = fields["heartbeat_at"]
+            self._store.append(record.run_id, record.seq, json.dumps(data, sort_keys=True).encode() + b"\n")
+            count = self._since_snapshot.get(record.run_id, 0) + 1
+            self._since_snapshot[record.run_id] = count
+        if count >= max(64, len(record.tasks)):
+            self.save(record)
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the run's driver to stop (`ray-backfill cancel`): a file it looks for every 2 s."""
+        self._store.write(self._store.file(check_run_id(run_id), "cancel.json"),
+                          _dump({"requested_at": utcnow(), "by": f"{socket.gethostname()}:{os.getpid()}"}))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self._store.read(self._store.file(check_run_id(run_id), "cancel.json")) is not None
+
+    def clear_cancel(self, run_id: str) -> None:
+        self._store.delete(self._store.file(check_run_id(run_id), "cancel.json"))
 
     def save_report(self, run_id: str, report: dict) -> Path | str:
-        path = self._store.file(run_id, "report.json")
+        path = self._store.file(check_run_id(run_id), "report.json")
         self._store.write(path, _dump(report))
         return path
 
     def load(self, run_id: str) -> RunRecord:
+        """The run's record: its snapshot with the events logged after it replayed.
+
+        InputError (one line) for a bad id, a missing run, or a file that is not a ledger."""
         path = self.path(run_id)
         data = self._store.read(path)
         if data is None:
             known = ", ".join(self.run_ids()[-5:]) or "none"
             raise InputError(f"run {run_id!r} has no ledger at {path}; recent runs: {known}")
-        return RunRecord.from_json(json.loads(data))
+        try:
+            record = RunRecord.from_json(json.loads(data))
+            for line in self._store.read_events(run_id):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line: the driver died mid-append
+                if event.get("seq", 0) > record.seq:
+                    record.apply(event)
+        except InputError as exc:
+            raise InputError(f"run {run_id}: ledger {path}: {exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            raise InputError(f"run {run_id}: ledger {path} is not a readable run ledger ({reason})") from None
+        if record.run_id != run_id:
+            raise InputError(f"run {run_id}: ledger {path} belongs to run {record.run_id!r}")
+        return record
 
     def run_ids(self) -> list[str]:
-        """Run ids, oldest first (ids start with their UTC start time)."""
-        return sorted(self._store.run_ids())
+        """Run ids, oldest first (ids start with their UTC start time); other folders are not runs."""
+        return sorted(i for i in self._store.run_ids() if RUN_ID_PATTERN.fullmatch(i))
 
 
 def _dump(data: dict) -> bytes:
@@ -216,6 +354,24 @@ class _LocalStore:
 
     def read(self, path: Path) -> bytes | None:
         return path.read_bytes() if path.is_file() else None
+
+    def delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def append(self, run_id: str, seq: int, line: bytes) -> None:
+        path = self.file(run_id, "events.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_events(self, run_id: str) -> list[bytes]:
+        path = self.file(run_id, "events.jsonl")
+        return path.read_bytes().splitlines() if path.is_file() else []
+
+    def clear_events(self, run_id: str) -> None:
+        self.file(run_id, "events.jsonl").unlink(missing_ok=True)
 
     def run_ids(self) -> list[str]:
         if not self.root.is_dir():
@@ -273,6 +429,40 @@ class _ArrowStore:
                 return None
             with self.filesystem.open_input_stream(path) as handle:
                 return handle.read()
+
+    def delete(self, uri: str) -> None:
+        from pyarrow.fs import FileType
+
+        with self._reporting(uri):
+            if self.filesystem.get_file_info(self._path(uri)).type == FileType.File:
+                self.filesystem.delete_file(self._path(uri))
+
+    def append(self, run_id: str, seq: int, line: bytes) -> None:
+        # an object store cannot append: one small object per event, named by its sequence number
+        uri = self.file(run_id, f"events/{seq:012d}.json")
+        with self._reporting(uri), self.filesystem.open_output_stream(self._path(uri)) as out:
+            out.write(line)
+
+    def _event_infos(self, run_id: str) -> list:
+        from pyarrow.fs import FileSelector, FileType
+
+        folder = self._path(self.file(run_id, "events"))
+        with self._reporting(self.file(run_id, "events")):
+            infos = self.filesystem.get_file_info(FileSelector(folder, allow_not_found=True))
+        return sorted((i for i in infos if i.type == FileType.File and i.path.endswith(".json")),
+                      key=lambda i: i.path)
+
+    def read_events(self, run_id: str) -> list[bytes]:
+        lines = []
+        for info in self._event_infos(run_id):
+            with self._reporting(info.path), self.filesystem.open_input_stream(info.path) as handle:
+                lines.append(handle.read())
+        return lines
+
+    def clear_events(self, run_id: str) -> None:
+        for info in self._event_infos(run_id):
+            with self._reporting(info.path):
+                self.filesystem.delete_file(info.path)
 
     def run_ids(self) -> list[str]:
         from pyarrow.fs import FileSelector, FileType

@@ -10,7 +10,13 @@ a chunk attempt that ended badly, so a killed chunk never keeps a slot.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import ray
 
@@ -70,19 +76,87 @@ def start_limiter(run_id: str, limits: SourceLimits, lease_ttl_s: float):
     return actor, name
 
 
+class QueueClock:
+    """The time a chunk is held up by the source limiter alone: some request of it waits for a
+    lease while none holds one (its fetch threads have nothing to do but wait).
+
+    A chunk's timeout counts its own work, not this: the chunk process writes the clock to a file
+    on every change (`path`), its supervisor reads it (`queued_seconds`). `now` is injectable for tests.
+    """
+
+    def __init__(self, path: Path | None = None, now: Callable[[], float] = time.time):
+        self.path, self.now = path, now
+        self._lock = threading.Lock()
+        self._waiting = self._holding = 0
+        self._since: float | None = None  # epoch seconds the current hold-up began
+        self.seconds = 0.0  # finished hold-ups
+
+    def _update(self) -> None:
+        blocked = self._waiting > 0 and self._holding == 0
+        if blocked and self._since is None:
+            self._since = self.now()
+        elif not blocked and self._since is not None:
+            self.seconds += self.now() - self._since
+            self._since = None
+        else:
+            return
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"queued_s": self.seconds, "blocked_since": self._since}))
+            os.replace(tmp, self.path)
+
+    def waiting(self) -> None:
+        with self._lock:
+            self._waiting += 1
+            self._update()
+
+    def granted(self, ok: bool = True) -> None:
+        with self._lock:
+            self._waiting -= 1
+            self._holding += int(ok)
+            self._update()
+
+    def released(self) -> None:
+        with self._lock:
+            self._holding -= 1
+            self._update()
+
+
+def queued_seconds(path: Path, now: float | None = None) -> float:
+    """Seconds a chunk has been held up at the limiter so far, from its QueueClock file (0 without one)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    since = data.get("blocked_since")
+    return float(data.get("queued_s", 0.0)) + ((now or time.time()) - since if since else 0.0)
+
+
 @dataclass
 class RayThrottle:
     """The Throttle a chunk process hands its source client: leases from the run's limiter actor."""
 
     actor: object
     holder: str
+    clock: QueueClock | None = None
 
     @classmethod
-    def connect(cls, name: str, namespace: str, holder: str) -> "RayThrottle":
-        return cls(ray.get_actor(name, namespace=namespace), holder)
+    def connect(cls, name: str, namespace: str, holder: str, clock: QueueClock | None = None) -> "RayThrottle":
+        return cls(ray.get_actor(name, namespace=namespace), holder, clock)
 
     def acquire(self, weight: float) -> int:
-        return ray.get(self.actor.acquire.remote(self.holder, weight))
+        if self.clock is None:
+            return ray.get(self.actor.acquire.remote(self.holder, weight))
+        self.clock.waiting()
+        ok = False
+        try:
+            lease = ray.get(self.actor.acquire.remote(self.holder, weight))
+            ok = True
+            return lease
+        finally:
+            self.clock.granted(ok)
 
     def release(self, lease_id: int) -> None:
         self.actor.release.remote(lease_id)  # ordered after this caller's acquire; no need to wait
+        if self.clock is not None:
+            self.clock.released()

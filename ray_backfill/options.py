@@ -7,12 +7,14 @@ the same `Settings`, so validation and error messages are the same whichever was
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
+from urllib.parse import urlparse
 
 from jobs.config import (
     CATALOG_KINDS,
@@ -87,7 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--api-key", "source", "api_key", "Open-Meteo API key", secret=True),
     Option("--api-timeout", "source", "timeout_s", "seconds per Open-Meteo request (default 60)", _float),
     Option("--source-profile", "source", "profile",
-           "source limits shared by all chunks: free (default: 600 calls/min, 1 in flight), self-hosted, unlimited",
+           "source limits shared by all chunks: free (default: 600 calls/min, 1 in flight), commercial "
+           "(with an API key), self-hosted, unlimited",
            choices=tuple(PROFILES)),
     Option("--calls-per-minute", "source", "calls_per_minute", "override the profile's weighted calls per minute",
            _float),
@@ -195,4 +198,53 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> t
         source=SourceConfig(**sections["source"]),
         pipeline=PipelineConfig(**sections["pipeline"]),
     )
-    return settings, file_values
+    return absolute_paths(settings), file_values
+
+
+# Ray unpacks a job's --working-dir here (…/session_…/runtime_resources/working_dir_files/_ray_pkg_…/)
+# and deletes it with the session: nothing a run writes may live there.
+_RAY_WORKING_DIR = ("runtime_resources", "working_dir_files")
+
+
+def ray_job_copy(path: Path) -> Path | None:
+    """The Ray job working-dir copy `path` lies in (its `_ray_pkg_…` folder), or None."""
+    parts = path.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 2] == _RAY_WORKING_DIR:
+            return Path(*parts[:i + 3])
+    return None
+
+
+def absolute_paths(settings: Settings, cwd: Path | None = None) -> Settings:
+    """Settings whose local paths are absolute, as the run stores them (a resume from another
+    directory writes to the same warehouse and reads the same files).
+
+    A warehouse or ledger dir inside a Ray job's temporary copy of its working directory is
+    refused (Ray deletes it); an input file there stays relative to it, as each node has its own
+    copy of the working directory.
+    """
+    cwd = cwd or Path.cwd()
+
+    def absolute(value: str | Path) -> Path:
+        path = Path(value).expanduser()
+        return (path if path.is_absolute() else cwd / path).resolve()
+
+    catalog, pipeline = settings.catalog, settings.pipeline
+    changes: dict[str, Any] = {}
+    for name, flag in (("warehouse", "--warehouse"), ("ledger_dir", "--ledger-dir")):
+        value = getattr(catalog, name)
+        if value is None or urlparse(str(value)).scheme:
+            continue
+        path = absolute(value)
+        if ray_job_copy(path):
+            raise ConfigError(f"{flag} {value} resolves to {path}, inside the Ray job's temporary copy of its "
+                              "working directory, which Ray deletes; give an absolute path all nodes share or "
+                              "a shared URI (s3a://, hdfs://)")
+        changes[name] = str(path)
+    files: dict[str, Any] = {}
+    for name in ("locations_file", "pollutants_file"):
+        path = absolute(getattr(pipeline, name))
+        copy = ray_job_copy(path)
+        files[name] = path.relative_to(copy) if copy and ray_job_copy(cwd) == copy else path
+    return settings.replace(catalog=dataclasses.replace(catalog, **changes),
+                            pipeline=dataclasses.replace(pipeline, **files))

@@ -7,11 +7,18 @@ including a killed driver. Silver and gold run only when every bronze chunk has 
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
+import dataclasses
 import datetime as dt
+import math
+import os
 import random
 import shlex
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,22 +26,25 @@ from typing import Callable
 from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from jobs.context import StageInputs, load_inputs
 from jobs.dates import Chunk, DateRange
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, InputError
 from jobs.inspect import TableSummary, format_summaries
 from jobs.sources.limits import estimate_seconds
-from jobs.sources.openmeteo import request_weight
+from jobs.sources.openmeteo import check_dates, request_weight
 from jobs.tasks import DATA_STAGES, Task
-from ray_backfill.executors.base import Executor, TaskResult
+from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
+    HEARTBEAT_S,
     ChunkStatus,
     RunLedger,
     RunRecord,
     TaskRecord,
+    driver_state,
     new_run_id,
     open_ledger,
+    utcnow,
 )
-from ray_backfill.options import resolve
-from ray_backfill.plan import Granularity, plan_chunks
+from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
+from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
 from ray_backfill.progress import Progress, summary_table
 from ray_backfill.sessions import check_writers, ensure_warehouse
 
@@ -65,8 +75,8 @@ class BackfillRequest:
             raise ConfigError(f"--standby {self.standby} must be >= 0")
         if self.retries < 0:
             raise ConfigError(f"--retries {self.retries} must be >= 0")
-        if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
-            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be > 0 seconds")
+        if self.chunk_timeout_s is not None and not (math.isfinite(self.chunk_timeout_s) and self.chunk_timeout_s > 0):
+            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be a finite number of seconds > 0")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor!r} is unknown; use {' or '.join(EXECUTORS)}")
 
@@ -95,33 +105,82 @@ class BackfillRequest:
         )
 
 
-def _flag(args, file_values, name, default, parse=lambda v: v):
-    value = getattr(args, name, None)
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError("not one of true, false, 1, 0, yes, no")
+
+
+def _choice(*choices: str):
+    def parse(value) -> str:
+        if value not in choices:
+            raise ValueError(f"not one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def _flag(args, file_values, name, default, parse=lambda v: v, env=None):
+    """A run setting: its flag, else RAY_BACKFILL_<NAME>, else the config file, else `default`."""
+    env = os.environ if env is None else env
+    value, origin = getattr(args, name, None), "--" + name.replace("_", "-")
+    if value is None and env.get(ENV_PREFIX + name.upper()) not in (None, ""):
+        value, origin = env[ENV_PREFIX + name.upper()], ENV_PREFIX + name.upper()
+    if value is None and name in file_values:
+        value, origin = file_values[name], f"{name} in {getattr(args, 'config', None)}"
     if value is None:
-        value = file_values.get(name)
-    return default if value is None else parse(value)
+        return default
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as exc:
+        why = str(exc) if str(exc).startswith("not one of") else "not a valid value"
+        raise ConfigError(f"{origin} {value!r} is {why}") from None
+
+
+# the run settings `resume` may change: how it runs, not what it writes
+RESUME_OVERRIDES = ("parallelism", "standby", "retries", "chunk_timeout", "address")
 
 
 def build_request(args: argparse.Namespace) -> BackfillRequest:
     """Validate flags, env and config file into a request; raises InputError before anything runs."""
     settings, file_values = resolve(args)
     date_range = DateRange.parse(args.start_date, args.end_date)
-    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False))
-    try:
-        return BackfillRequest(
-            settings=settings, date_range=date_range,
-            granularity=_flag(args, file_values, "chunk", "monthly"),
-            executor=_flag(args, file_values, "executor", "ray"), skip=skip,
-            parallelism=_flag(args, file_values, "parallelism", None, int),
-            standby=_flag(args, file_values, "standby", None, int),
-            retries=_flag(args, file_values, "retries", 2, int),
-            chunk_timeout_s=_flag(args, file_values, "chunk_timeout", None, float),
-            address=_flag(args, file_values, "address", None),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"a numeric setting is not a number: {exc}") from None
+    if settings.source.kind == "open-meteo":
+        check_dates(settings.source.domains, date_range.start_date, date_range.end_date)
+    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False, _bool))
+    return BackfillRequest(
+        settings=settings, date_range=date_range,
+        granularity=_flag(args, file_values, "chunk", "monthly", _choice(*GRANULARITIES)),
+        executor=_flag(args, file_values, "executor", "ray", _choice(*EXECUTORS)), skip=skip,
+        **_how(args, file_values, {}),
+    )
+
+
+def _how(args, file_values, current: dict) -> dict:
+    """The request's how-to-run fields from flags, env and file, over `current` (a resume's)."""
+    fields = {"parallelism": ("parallelism", int), "standby": ("standby", int), "retries": ("retries", int),
+              "chunk_timeout_s": ("chunk_timeout", float), "address": ("address", str)}
+    defaults = {"parallelism": None, "standby": None, "retries": 2, "chunk_timeout_s": None, "address": None}
+    return {key: _flag(args, file_values, name, current.get(key, defaults[key]), parse)
+            for key, (name, parse) in fields.items()}
+
+
+def resume_request(record: RunRecord, args: argparse.Namespace) -> BackfillRequest:
+    """The run's recorded request, with the how-to-run settings given now (flags, env, file) over it."""
+    request = BackfillRequest.from_json(record.request, record.run_id)
+    _, file_values = resolve(args)
+    unknown = sorted(k for k in EXTRA_FILE_KEYS if k in file_values and k not in RESUME_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"resume keeps what run {record.run_id} writes: {unknown[0]!r} in --config cannot change "
+                          f"on resume (only {', '.join(RESUME_OVERRIDES)}); start a new run instead")
+    current = {key: getattr(request, key) for key in ("parallelism", "standby", "retries", "chunk_timeout_s",
+                                                        "address")}
+    return dataclasses.replace(request, **_how(args, file_values, current))
 
 
 def ledger_for_args(args: argparse.Namespace) -> RunLedger:
@@ -173,9 +232,8 @@ def new_record(request: BackfillRequest) -> RunRecord:
 
 
 def resume_command(request: BackfillRequest) -> str:
-    parts = ["ray-backfill", "resume", request.run_id]
-    if request.settings.catalog.warehouse != CatalogConfig().warehouse:
-        parts += ["--warehouse", str(request.settings.catalog.warehouse)]
+    """The command that resumes the run from any directory: it always names the warehouse."""
+    parts = ["ray-backfill", "resume", request.run_id, "--warehouse", str(request.settings.catalog.warehouse)]
     if request.settings.catalog.ledger_dir:
         parts += ["--ledger-dir", request.settings.catalog.ledger_dir]
     return shlex.join(parts)
@@ -226,6 +284,7 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     ensure_warehouse(settings.catalog)
     ledger = ledger or open_ledger(settings.catalog)
     record = record or new_record(request)
+    check_no_live_driver(ledger, record)
     previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
     started = time.monotonic()
     try:
@@ -237,14 +296,88 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     return record
 
 
+def _overlaps(a: dict, b: dict) -> bool:
+    return a["start_date"] <= b["end_date"] and b["start_date"] <= a["end_date"]
+
+
+def check_no_live_driver(ledger: RunLedger, record: RunRecord) -> None:
+    """Refuse a second driver on a run whose driver is alive, and a run whose dates overlap a live
+    run's on the same warehouse (their chunks would replace each other's rows).
+
+    A run is live while its heartbeat is fresh (ledger.driver_state): the lease expires on its own
+    when its driver dies. Unreadable ledgers of other runs are skipped here (`status` names them).
+    """
+    state, line = driver_state(record) if record.driver else ("new", "")
+    if state == "running":
+        raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
+    warehouse = record.request["settings"]["catalog"]["warehouse"]
+    for run_id in ledger.run_ids():
+        if run_id == record.run_id:
+            continue
+        try:
+            other = ledger.load(run_id)
+        except InputError:
+            continue
+        if (other.outcome is None and driver_state(other)[0] == "running" and _overlaps(other.request, record.request)
+                and other.request["settings"]["catalog"]["warehouse"] == warehouse):
+            raise ConfigError(f"run {run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
+                              f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
+                              f"{record.request['start_date']} .. {record.request['end_date']}; wait for it to "
+                              "end, or give a range that does not overlap")
+
+
+CANCEL_POLL_S = 2.0  # how often the driver looks for a `ray-backfill cancel` request
+
+
+class _Heartbeat:
+    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open;
+    also stops the run (as Ctrl-C does) when `ray-backfill cancel` asked for it."""
+
+    def __init__(self, ledger: RunLedger, record: RunRecord, every_s: float | None = None):
+        self.ledger, self.record, self.every_s = ledger, record, every_s or HEARTBEAT_S
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        poll = min(CANCEL_POLL_S, self.every_s)
+        last, asked = time.monotonic(), False
+        while not self._stop.wait(poll):
+            try:
+                if not asked and self.ledger.cancel_requested(self.record.run_id):
+                    asked = True  # `ray-backfill cancel`: the same path as Ctrl-C in the main thread
+                    _thread.interrupt_main()
+                if time.monotonic() - last >= self.every_s:
+                    last = time.monotonic()
+                    self.ledger.event(self.record, heartbeat_at=utcnow())
+            except Exception:  # a missed beat is not the run's failure; the next one may land
+                continue
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
                 progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
-    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step."""
+    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step.
+
+    Every exit leaves the ledger with an outcome: succeeded, failed (a task failed, or the driver
+    raised: `record.error` says what), or cancelled (Ctrl-C, SIGTERM); attempts in flight are
+    stopped first. Only a killed driver leaves none, and its heartbeat then goes stale.
+    """
     for task in record.tasks:  # a resume re-runs whatever did not succeed
         if task.status != ChunkStatus.SUCCEEDED:
             task.status = ChunkStatus.PENDING
-    record.outcome, record.finished_at = None, None
+    record.outcome, record.finished_at, record.error = None, None, None
+    record.driver = {"host": socket.gethostname(), "pid": os.getpid()}
+    record.heartbeat_at = utcnow()
+    ledger.clear_cancel(record.run_id)  # a cancel asked of an earlier driver of this run is done
     ledger.save(record)
+    heartbeat = _Heartbeat(ledger, record).__enter__()
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     try:
@@ -259,13 +392,11 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         record.source = _source_report(executor, record)
         if loop.summary:
             record.tables = [s.to_json() for s in loop.summary]
-    except KeyboardInterrupt:
-        record.outcome = "cancelled"
-        for task in record.tasks:
-            if not task.status.is_terminal():
-                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
+    except BaseException as exc:
+        _mark_stopped(record, exc)
         raise
     finally:
+        heartbeat.__exit__()
         progress.close()
         record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         record.stage_seconds["total"] = round(time.monotonic() - started, 2)
@@ -275,6 +406,22 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         if record.tables:
             echo(format_summaries(record.tables))
         _closing_lines(request, record, report_path, echo)
+
+
+def _mark_stopped(record: RunRecord, exc: BaseException) -> None:
+    """The run's outcome when the driver stops it: cancelled (Ctrl-C, SIGTERM from `ray job stop`,
+    whose SIGKILL follows in seconds) or failed (the driver's own error). Idempotent."""
+    if isinstance(exc, KeyboardInterrupt):
+        record.outcome = "cancelled"
+        for task in record.tasks:
+            if not task.status.is_terminal():
+                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
+    elif isinstance(exc, Exception):
+        record.outcome = "failed"
+        record.error = record.error or f"the driver failed: {error_line(exc)}"
+        for task in record.tasks:
+            if task.status == ChunkStatus.RUNNING:
+                task.move(ChunkStatus.FAILED, error=record.error)
 
 
 def _source_report(executor: Executor, record: RunRecord) -> dict | None:
@@ -305,6 +452,8 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
              f"({catalog.kind}: {catalog_at}), warehouse {_warehouse_text(catalog)}; report {report_path}")
         return
     echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
+    if record.error:
+        echo(f"  {record.error}")
     for t in failed:
         echo(f"  {t.task_id}: {t.status.value} after {t.attempts} attempt(s): {t.error}")
     if any(t.stage == "bronze" for t in failed):
@@ -330,7 +479,7 @@ class _Loop:
         self._told: list | None = None  # the upcoming attempts last told to the executor
 
     def _event(self, task: TaskRecord, line: str) -> None:
-        self.ledger.save(self.record)
+        self.ledger.event(self.record, task)
         self.executor.observe(self.record, task)
         self.progress.event(self.record, line)
 
@@ -387,7 +536,12 @@ class _Loop:
                     self._finish(flight.task, result, tries, not_before, queue)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
+            # the ledger first: after `ray job stop`'s SIGTERM a SIGKILL comes within seconds
+            _mark_stopped(self.record, exc)
+            if self.record.outcome:
+                with contextlib.suppress(Exception):
+                    self.ledger.save(self.record)
             self.executor.cancel([f.handle for f in in_flight.values()])
             raise
         finally:
@@ -407,7 +561,7 @@ class _Loop:
                 self.summary = result.outcome.summary
             task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
             self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
-        elif tries[task.task_id] <= self.request.retries and not result.cancelled:
+        elif tries[task.task_id] <= self.request.retries and not result.cancelled and not result.permanent:
             wait = self.retry.delay(tries[task.task_id])
             not_before[task.task_id] = time.monotonic() + wait
             task.move(ChunkStatus.PENDING, error=result.error, **common)
@@ -416,4 +570,5 @@ class _Loop:
         else:
             final = ChunkStatus.CANCELLED if result.cancelled else ChunkStatus.FAILED
             task.move(final, error=result.error, **common)
-            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s): {result.error}")
+            why = " (permanent: not retried)" if result.permanent and not result.cancelled else ""
+            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s){why}: {result.error}")

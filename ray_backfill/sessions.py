@@ -70,8 +70,23 @@ def check_cluster_catalog(catalog: CatalogConfig, node_hosts: Iterable[str]) -> 
         )
 
 
-def catalog_conf(catalog: CatalogConfig) -> dict[str, str]:
-    """Spark settings that register the Iceberg catalog `catalog.name`."""
+def catalog_secrets(catalog: CatalogConfig) -> dict[str, str]:
+    """The catalog's credentials as Spark settings (the JDBC password, the REST token).
+
+    Never passed when a session starts: pyspark hands every setting to the JVM's command line
+    (`spark-submit --conf k=v`), where `ps` shows it to every user. `spark_session` sets them on
+    the running session instead, before anything opens the catalog (Spark loads a catalog's
+    options from the session's settings when it is first used)."""
+    if not catalog.password:
+        return {}
+    prefix = f"spark.sql.catalog.{catalog.name}"
+    key = "jdbc.password" if catalog.kind in ("sqlite", "postgres") else "token" if catalog.kind == "rest" else None
+    return {f"{prefix}.{key}": catalog.password} if key else {}
+
+
+def catalog_conf(catalog: CatalogConfig, secrets: bool = True) -> dict[str, str]:
+    """Spark settings that register the Iceberg catalog `catalog.name` (with its credentials
+    unless `secrets` is False: see catalog_secrets)."""
     prefix = f"spark.sql.catalog.{catalog.name}"
     conf = {
         prefix: "org.apache.iceberg.spark.SparkCatalog",
@@ -85,22 +100,20 @@ def catalog_conf(catalog: CatalogConfig) -> dict[str, str]:
         conf[f"{prefix}.jdbc.schema-version"] = "V1"
         if catalog.user:
             conf[f"{prefix}.jdbc.user"] = catalog.user
-        if catalog.password:
-            conf[f"{prefix}.jdbc.password"] = catalog.password
     elif catalog.kind == "hadoop":
         conf[f"{prefix}.type"] = "hadoop"
     else:
         conf[f"{prefix}.type"] = "rest"
         conf[f"{prefix}.uri"] = str(catalog.uri)
-        if catalog.password:
-            conf[f"{prefix}.token"] = catalog.password
     for key, value in catalog.properties:
         conf[f"{prefix}.{key}"] = value
+    if secrets:
+        conf.update(catalog_secrets(catalog))
     return conf
 
 
 def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
-    """Every Spark setting of a session except the master."""
+    """Every Spark setting a session starts with, except the master (and the catalog's credentials)."""
     spark = settings.spark
     jvm = f"{ADD_OPENS} -Duser.timezone=UTC" + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf = {
@@ -123,7 +136,7 @@ def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
     }
-    conf.update(catalog_conf(settings.catalog))
+    conf.update(catalog_conf(settings.catalog, secrets=False))
     conf.update(dict(spark.extra))
     return conf
 
@@ -178,6 +191,8 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     else:
         session, stop = _raydp_session(settings.spark, app_name, conf, jars, cds.java_options if cds else "")
     session.sparkContext.setLogLevel("ERROR")
+    for key, value in catalog_secrets(settings.catalog).items():  # after start: never on a command line
+        session.conf.set(key, value)
     log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)
     try:
         yield session

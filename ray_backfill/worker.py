@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from jobs.tasks import Task, TaskOutcome
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"
+# the drills act only where this is also set to 1 (tests, an operator's rehearsal): a stray
+# RAY_BACKFILL_FAULTS in a production environment does nothing
+FAULTS_ENABLED_ENV = "RAY_BACKFILL_FAULT_DRILLS"
 STANDBY_FLAG = "--standby"
+QUEUE_FILE = "queued.json"  # next to the result file: the chunk's time held up at the source limiter
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -48,12 +52,15 @@ def die_with_parent() -> None:
 
 
 def _inject(task: "Task", point: str) -> None:
-    """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}'.
+    """Fault drills for tests and operators: RAY_BACKFILL_FAULTS='{"<task_id>": {...}}', only
+    with RAY_BACKFILL_FAULT_DRILLS=1.
 
     Keys: "fail_attempts": N (raise in attempts 1..N), "always_fail": true,
     "sleep_before_write": seconds (hold the FIRST attempt mid-run, after its fetch and session start
     and before its commit, e.g. to kill it there).
     """
+    if os.environ.get(FAULTS_ENABLED_ENV) != "1":
+        return
     faults = json.loads(os.environ.get(FAULTS_ENV) or "{}").get(task.task_id)
     if not faults:
         return
@@ -74,13 +81,15 @@ def _connect_throttle(payload: dict, task: "Task") -> "Throttle | None":
 
     import ray
 
-    from ray_backfill.limiter import RayThrottle, lease_holder
+    from ray_backfill.limiter import QueueClock, RayThrottle, lease_holder
 
     if not ray.is_initialized():
         # the same kind of driver the RayDP session would start: its own namespace
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=f"rbf-{uuid.uuid4().hex[:12]}",
                  include_dashboard=False, log_to_driver=False)
-    return RayThrottle.connect(ref["name"], ref["namespace"], lease_holder(task.task_id, task.attempt))
+    # the supervisor leaves time held up at the limiter out of the chunk's timeout
+    clock = QueueClock(Path(payload["result_path"]).with_name(QUEUE_FILE)) if payload.get("result_path") else None
+    return RayThrottle.connect(ref["name"], ref["namespace"], lease_holder(task.task_id, task.attempt), clock)
 
 
 def task_settings(settings: "Settings", stage: str) -> "Settings":
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ray_backfill.executors.base import TaskResult, error_line
+    from ray_backfill.executors.base import TaskResult, error_line, is_permanent
 
     standby = argv[0] == STANDBY_FLAG
     payload = json.loads(Path(argv[-1]).read_text())
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         result = TaskResult(ok=True, outcome=outcome)
         code = 0
     except BaseException as exc:  # the supervisor reads the one-line error from the result file
-        result = TaskResult(ok=False, error=error_line(exc))
+        result = TaskResult(ok=False, error=error_line(exc), permanent=is_permanent(exc))
         logging.getLogger(__name__).exception("task %s failed", payload["task"]["task_id"])
         code = 1
     tmp = result_path.with_suffix(".tmp")

@@ -14,7 +14,8 @@ from typing import Callable
 from jobs.tasks import Task, TaskOutcome
 from ray_backfill.executors.base import Executor, TaskResult
 
-# What an attempt does: "ok", "fail" (a retryable error), "cancelled" (stopped on purpose).
+# What an attempt does: "ok", "fail" (a retryable error), "permanent" (an error no retry can
+# fix, e.g. HTTP 400), "cancelled" (stopped on purpose).
 Behaviour = Callable[[Task], str]
 
 
@@ -99,6 +100,9 @@ class InMemoryExecutor(Executor[Call]):
             return TaskResult(ok=True, outcome=TaskOutcome(rows=rows, tables={task.stage: rows}), seconds=0.01)
         if what == "cancelled":
             return TaskResult(ok=False, error="cancelled", cancelled=True)
+        if what == "permanent":
+            return TaskResult(ok=False, error=f"open-meteo refused the request (HTTP 400) in {task.task_id}",
+                              permanent=True)
         return TaskResult(ok=False, error=f"scripted failure of {task.task_id} attempt {task.attempt}")
 
     def cancel(self, handles: list[Call]) -> None:

@@ -342,7 +342,7 @@ def _cli_commands(text: str) -> list[list[str]]:
     for line in text.splitlines():
         line = line.strip().lstrip("#").strip().strip("`")
         match = re.search(r"(?:python -m ray_backfill\.cli|(?<![\w/.-])ray-backfill)\s+(\S.*)", line)
-        if not match or match.group(1).split()[0] not in ("run", "plan", "resume", "status"):
+        if not match or match.group(1).split()[0] not in ("run", "plan", "resume", "status", "cancel"):
             continue  # prose that names the program
         words = shlex.split(match.group(1), comments=True)
         stop = next((i for i, w in enumerate(words) if w in ("&&", "||", ";", "|")), len(words))

@@ -143,6 +143,28 @@ def test_injected_faults_are_served_in_order_one_per_request(server):
     assert server.pending_faults == 0 and server.stats.faults == 5
 
 
+def test_damaged_locations_get_broken_data_in_the_real_shape_until_reset(server):
+    whole = get(server, f"{HANOI}&hourly=pm2_5,ozone&{DAY}").json()
+    assert len(whole["hourly"]["time"]) == 24
+    server.damage("hanoi", "drop-last-hours:5")
+    cut = get(server, f"{HANOI}&hourly=pm2_5,ozone&{DAY}").json()
+    assert cut["hourly"] == {k: v[:19] for k, v in whole["hourly"].items()}
+    server.damage("hanoi", "empty-time")
+    assert get(server, f"{HANOI}&hourly=pm2_5,ozone&{DAY}").json()["hourly"] == {"time": [], "pm2_5": [], "ozone": []}
+    server.damage("hanoi", "drop-variable:ozone")
+    body = get(server, f"{HANOI}&hourly=pm2_5,ozone&{DAY}").json()
+    assert list(body["hourly"]) == ["time", "pm2_5"] and list(body["hourly_units"]) == ["time", "pm2_5"]
+    server.damage("hanoi", "repeat-hour:3")
+    body = get(server, f"latitude=21.0278,10.8231&longitude=105.8342,106.6297&hourly=pm2_5&{DAY}").json()
+    assert body[0]["hourly"]["time"][2:6] == ["2024-01-01T02:00", "2024-01-01T03:00", "2024-01-01T03:00",
+                                                "2024-01-01T04:00"]
+    assert len(body[0]["hourly"]["pm2_5"]) == 25 and len(body[1]["hourly"]["time"]) == 24  # hcmc intact
+    server.reset()
+    assert get(server, f"{HANOI}&hourly=pm2_5,ozone&{DAY}").json()["hourly"] == whole["hourly"]
+    with pytest.raises(ValueError, match="unknown damage 'drop-hours:3'"):
+        server.damage("hanoi", "drop-hours:3")
+
+
 def test_random_faults_are_reproducible_with_a_seed():
     def statuses(seed):
         with FakeOpenMeteoServer(fault_rate=0.5, fault_kinds=("500", "503"), fault_seed=seed) as server:

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from jobs.config import PipelineConfig
 from jobs.errors import ConfigError, DateRangeError
 from jobs.gold import (
     build_dim_date,
@@ -16,6 +17,7 @@ from jobs.gold import (
     build_episodes,
     build_fact_daily,
     build_fact_hourly,
+    episodes_touching,
     rule_code,
 )
 from jobs.inputs import Location, Pollutant
@@ -372,3 +374,64 @@ def test_ids_refuse_a_session_outside_utc(spark):
             build_episodes(silver, 151, 4, "gold-1")
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+
+
+# --- episodes of a run's hours: whole, and replacing what they overlap ---------------------
+
+
+def naive_utc(ts: datetime) -> datetime:
+    """`ts` as episodes_touching returns its span: naive UTC."""
+    return ts.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def stored_episodes(spark, spans: list[tuple[str, datetime, datetime]]):
+    """fact_episode rows with only location and first and last hour set."""
+    rows = [
+        tuple({"location_key": key, "start_ts_utc": first, "end_ts_utc": last}.get(name)
+              for name in FACT_EPISODE.column_names)
+        for key, first, last in spans
+    ]
+    return spark.createDataFrame(rows, FACT_EPISODE.ddl())
+
+
+def touching(spark, silver_rows: list[dict], stored: list[tuple[str, datetime, datetime]], start: int, end: int):
+    """episodes_touching for hours [at(start), at(end)): the episodes found, and the span they replace."""
+    episodes, lo, hi = episodes_touching(
+        silver_df(spark, silver_rows), stored_episodes(spark, stored), naive_utc(at(start)), naive_utc(at(end)),
+        PipelineConfig(), "gold-1",
+    )
+    found = sorted((r.location_key, r.start_ts_utc, r.end_ts_utc, r.duration_hours) for r in episodes.collect())
+    return found, lo, hi
+
+
+def test_episodes_touching_the_hours_are_read_whole_past_both_edges(spark):
+    # The hours are 2 March (24-48). lyon is at 160 from 27 Feb 12:00 (-60) to 5 March 04:00 (100),
+    # further on both sides than the first 2-day margin; oslo's episode lies inside the hours;
+    # nice's lies before lyon's, touching nothing, so it is neither found nor replaced.
+    lyon = [silver_row("lyon", at(h), aqi=100 if h in (-61, 101) else 160) for h in range(-61, 102)]
+    oslo = [silver_row("oslo", at(h), aqi=200) for h in range(30, 36)]
+    nice = [silver_row("nice", at(h), aqi=200) for h in range(-100, -94)]
+    found, lo, hi = touching(spark, lyon + oslo + nice, [], 24, 48)
+
+    assert found == [
+        ("lyon", collected(at(-60)), collected(at(100)), 161),
+        ("oslo", collected(at(30)), collected(at(35)), 6),
+    ]
+    # the span of starts replaced reaches from lyon's first hour to after its last
+    assert (lo, hi) == (naive_utc(at(-60)), naive_utc(at(101)))
+
+
+def test_stored_episodes_overlapping_the_hours_are_replaced_whole(spark):
+    # The table holds lyon 10-30, from silver that has since changed: hour 23 is now below the
+    # threshold. It overlaps the hours 24-48, so its first hour (10) joins the span replaced and
+    # the run 10-22 is found again under the same start, hence the same episode_id. It also holds
+    # nice from -200 (further back than the first rows read) to 26, of which silver holds nothing
+    # any more: its start joins the span, so the replace drops it.
+    lyon = [silver_row("lyon", at(h), aqi=100 if h in (9, 23, 28) else 160) for h in range(9, 29)]
+    found, lo, hi = touching(spark, lyon, [("lyon", at(10), at(30)), ("nice", at(-200), at(26))], 24, 48)
+
+    assert found == [
+        ("lyon", collected(at(10)), collected(at(22)), 13),
+        ("lyon", collected(at(24)), collected(at(27)), 4),
+    ]
+    assert (lo, hi) == (naive_utc(at(-200)), naive_utc(at(48)))

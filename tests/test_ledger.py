@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ def test_illegal_transition_raises():
 
 def test_round_trip_and_listing(tmp_path):
     ledger = RunLedger.for_warehouse(tmp_path)
-    record = RunRecord("20240101T000000Z-abc", {"x": 1}, [TaskRecord("gold", "gold", "2024-01-01", "2024-02-01")])
+    record = RunRecord("20240101T000000Z-abc123", {"x": 1}, [TaskRecord("gold", "gold", "2024-01-01", "2024-02-01")])
     record.tasks[0].move(ChunkStatus.RUNNING, attempts=1)
     ledger.save(record)
     loaded = ledger.load(record.run_id)
@@ -41,8 +43,8 @@ def test_round_trip_and_listing(tmp_path):
 
 
 def test_unknown_run_names_the_path(tmp_path):
-    with pytest.raises(ValueError, match="run 'nope' has no ledger at"):
-        RunLedger.for_warehouse(tmp_path).load("nope")
+    with pytest.raises(ValueError, match="run '20240101T000000Z-000000' has no ledger at"):
+        RunLedger.for_warehouse(tmp_path).load("20240101T000000Z-000000")
 
 
 # --- where the ledger lives: ledger_dir, else the warehouse (local or S3), else a one-line error -----
@@ -111,7 +113,7 @@ def test_ledger_dir_is_where_run_status_and_resume_look(given, tmp_path, monkeyp
     assert main(["status", *argv]) == 0
     assert request.run_id in capsys.readouterr().out
     assert main(["status", request.run_id, *argv]) == 0
-    assert capsys.readouterr().out.startswith(f"run {request.run_id}: in progress")
+    assert capsys.readouterr().out.startswith(f"run {request.run_id}: driver lost")
     # the resume command a failed run prints finds the same ledger
     monkeypatch.delenv("RAY_BACKFILL_LEDGER_DIR", raising=False)
     resume = _cli_args(*shlex.split(resume_command(request))[1:])
@@ -143,7 +145,7 @@ def test_file_uri_ledger_dir_goes_through_pyarrow(tmp_path):
     ledger = open_ledger(CatalogConfig(warehouse="hdfs://nn:8020/wh", ledger_dir=uri + "/"))
     assert isinstance(ledger.filesystem, LocalFileSystem) and ledger.root == uri
     assert ledger.run_ids() == []
-    record = RunRecord("20240101T000000Z-abc", {"x": 1}, [TaskRecord("gold", "gold", "2024-01-01", "2024-02-01")])
+    record = RunRecord("20240101T000000Z-abc123", {"x": 1}, [TaskRecord("gold", "gold", "2024-01-01", "2024-02-01")])
     ledger.save(record)
     record.tasks[0].move(ChunkStatus.RUNNING, attempts=1)
     ledger.save(record)  # replaces the file
@@ -158,8 +160,8 @@ def test_file_uri_ledger_dir_goes_through_pyarrow(tmp_path):
     local = RunLedger(tmp_path / "local")
     local.save(record)
     assert (run_dir / "ledger.json").read_bytes() == local.path(record.run_id).read_bytes()
-    with pytest.raises(ValueError, match=f"run 'nope' has no ledger at {uri}/nope/ledger.json"):
-        ledger.load("nope")
+    with pytest.raises(ValueError, match="has no ledger at " + re.escape(f"{uri}/20240101T000000Z-000000/ledger.json")):
+        ledger.load("20240101T000000Z-000000")
 
 
 def test_s3a_warehouse_keeps_the_ledger_in_its_bucket_through_pyarrow_s3(monkeypatch):
@@ -173,7 +175,7 @@ def test_s3a_warehouse_keeps_the_ledger_in_its_bucket_through_pyarrow_s3(monkeyp
     ledger = open_ledger(settings.catalog)  # builds the file system only: S3 is not contacted
     assert ledger.root == "s3a://lakehouse/warehouse/_ray_backfill/runs"
     assert ledger.filesystem.type_name == "s3" and ledger.filesystem.region == "us-east-1"
-    assert ledger.path("RUN") == "s3a://lakehouse/warehouse/_ray_backfill/runs/RUN/ledger.json"
+    assert ledger.path("20240101T000000Z-abc123") == "s3a://lakehouse/warehouse/_ray_backfill/runs/20240101T000000Z-abc123/ledger.json"
     assert s3_options(dict(settings.catalog.properties), {}) == {
         "scheme": "http", "endpoint_override": "minio:9000", "region": "us-east-1"}
 
@@ -192,3 +194,135 @@ def test_s3a_warehouse_keeps_the_ledger_in_its_bucket_through_pyarrow_s3(monkeyp
 ])
 def test_s3_options_come_from_catalog_properties_then_aws_variables_never_credentials(properties, env, expected):
     assert s3_options(properties, env) == expected
+
+
+# --- run ids, broken ledgers, the event log, the driver's heartbeat ------------------------------
+
+@pytest.mark.parametrize("bad", ["../../x", "/tmp/x", "20240101T000000Z-abc123/../..", "", "RUN_ID", "x" * 300])
+def test_a_run_id_that_is_not_one_is_a_one_line_error_before_any_path_is_built(bad, tmp_path, capsys):
+    from ray_backfill.cli import main
+
+    with pytest.raises(ValueError, match="is not a run id"):
+        RunLedger.for_warehouse(tmp_path).path(bad)
+    for command in ("status", "resume"):
+        assert main([command, bad, "--warehouse", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: run id ") and err.count("\n") == 1
+    assert not (tmp_path / "_ray_backfill").exists()
+
+
+def _gold_record(run_id: str = "20240101T000000Z-abc123", tasks: int = 1) -> RunRecord:
+    return RunRecord(run_id, {"x": 1}, [TaskRecord(f"bronze-{i}", "bronze", "2024-01-01", "2024-02-01")
+                                        for i in range(tasks)])
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": 1, "run_id": 3}', b"\x00\xff",
+                                     b'{"version": 7}'])
+def test_a_corrupt_or_foreign_ledger_is_one_line_for_that_run_and_status_lists_the_others(content, tmp_path,
+                                                                                           capsys):
+    from ray_backfill.cli import main
+
+    ledger = RunLedger.for_warehouse(tmp_path)
+    good, broken = _gold_record("20240101T000000Z-aaaaaa"), _gold_record("20240102T000000Z-bbbbbb")
+    ledger.save(good)
+    ledger.save(broken)
+    Path(ledger.path(broken.run_id)).write_bytes(content)
+    with pytest.raises(ValueError, match=f"run {broken.run_id}: ledger .*ledger.json"):
+        ledger.load(broken.run_id)
+    assert main(["status", broken.run_id, "--warehouse", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run {broken.run_id}: ledger ") and err.count("\n") == 1
+    assert main(["status", "--warehouse", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(good.run_id) and "unreadable" not in out[0]
+    assert out[1].startswith(f"{broken.run_id}  unreadable")
+
+
+def test_a_ledger_copied_under_another_run_id_is_refused(tmp_path):
+    ledger = RunLedger.for_warehouse(tmp_path)
+    ledger.save(_gold_record("20240101T000000Z-aaaaaa"))
+    other = Path(ledger.path("20240101T000000Z-bbbbbb"))
+    other.parent.mkdir(parents=True)
+    other.write_bytes(Path(ledger.path("20240101T000000Z-aaaaaa")).read_bytes())
+    with pytest.raises(ValueError, match="belongs to run '20240101T000000Z-aaaaaa'"):
+        ledger.load("20240101T000000Z-bbbbbb")
+
+
+def _bytes_written() -> int:
+    """Bytes this process handed to write(2) so far (Linux /proc/self/io)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+def _bytes_per_event(tmp_path: Path, chunks: int) -> tuple[float, int]:
+    """Average bytes written per task event over a run of `chunks` tasks (each runs then succeeds)."""
+    ledger = RunLedger(tmp_path / f"runs-{chunks}")
+    record = _gold_record(tasks=chunks)
+    ledger.save(record)
+    before = _bytes_written()
+    for task in record.tasks:
+        task.move(ChunkStatus.RUNNING, attempts=1)
+        ledger.event(record, task)
+        task.move(ChunkStatus.SUCCEEDED, rows=744, seconds=3.2)
+        ledger.event(record, task)
+    return (_bytes_written() - before) / (2 * chunks), len(_dump_size(record))
+
+
+def _dump_size(record: RunRecord) -> bytes:
+    from ray_backfill.ledger import _dump
+
+    return _dump(record.to_json())
+
+
+def test_an_event_costs_the_same_in_a_2000_chunk_run_as_in_a_20_chunk_run(tmp_path):
+    """A 5-year daily backfill must not rewrite its whole ledger on every event."""
+    small, _ = _bytes_per_event(tmp_path, 20)
+    large, snapshot = _bytes_per_event(tmp_path, 2000)
+    assert snapshot > 500_000  # rewriting it per event would be ~2 GB for this run
+    assert large < 3 * small and large < 5_000, (small, large)
+
+
+def test_snapshot_plus_events_read_back_as_the_live_record_also_after_a_torn_last_line(tmp_path):
+    ledger = RunLedger(tmp_path)
+    record = _gold_record(tasks=100)
+    ledger.save(record)
+    for i, task in enumerate(record.tasks[:70]):  # 140 events: one snapshot on the way (every 100)
+        task.move(ChunkStatus.RUNNING, attempts=1)
+        ledger.event(record, task)
+        task.move(ChunkStatus.SUCCEEDED if i % 3 else ChunkStatus.FAILED, rows=i, error=None if i % 3 else "boom")
+        ledger.event(record, task)
+    ledger.event(record, heartbeat_at="2024-01-01T00:00:00+00:00")
+    assert ledger.load(record.run_id).to_json() == record.to_json()
+    events = Path(ledger.path(record.run_id)).parent / "events.jsonl"
+    assert 0 < len(events.read_bytes().splitlines()) < 100
+    with open(events, "ab") as handle:  # the driver died mid-append
+        handle.write(b'{"seq": 999, "task": {"task_id": "bron')
+    assert ledger.load(record.run_id).to_json() == record.to_json()
+    ledger.save(record)
+    assert not events.exists()
+
+
+def test_driver_state_tells_a_live_driver_from_a_lost_or_finished_one():
+    import datetime as dt
+    import os
+    import socket
+
+    from ray_backfill.ledger import STALE_S, driver_state, utcnow
+
+    record = _gold_record()
+    assert driver_state(record)[0] == "lost"  # never wrote a heartbeat
+    record.driver, record.heartbeat_at = {"host": socket.gethostname(), "pid": os.getpid()}, utcnow()
+    assert driver_state(record)[0] == "running"
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=STALE_S + 5)
+    state, line = driver_state(record, now=later)
+    assert state == "lost" and line.startswith("driver lost (pid ") and "last heartbeat" in line
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    record.driver["pid"] = gone.pid  # its process is gone from this very host: lost at once
+    assert driver_state(record)[0] == "lost"
+    record.driver["host"] = "another-host"  # elsewhere only the heartbeat can tell
+    assert driver_state(record)[0] == "running"
+    record.outcome = "failed"
+    assert driver_state(record) == ("finished", "failed")

@@ -243,3 +243,22 @@ def test_the_limiter_actor_wakes_a_waiter_on_release_and_frees_a_killed_processe
         assert ray.get(actor.snapshot.remote())["released_by_holder"] == 1
     finally:
         ray.kill(actor)
+
+
+def test_the_queue_clock_counts_only_time_held_up_at_the_limiter_with_no_request_in_flight(tmp_path):
+    from ray_backfill.limiter import QueueClock, queued_seconds
+
+    now = [100.0]
+    path = tmp_path / "queued.json"
+    clock = QueueClock(path, now=lambda: now[0])
+    assert queued_seconds(path) == 0.0  # no file yet: nothing queued
+    clock.waiting()  # the chunk's first request waits for a lease: held up from 100
+    now[0] = 130.0
+    assert queued_seconds(path, now=130.0) == 30.0  # still waiting: the supervisor sees it grow
+    clock.granted()  # granted at 130: 30 s queued
+    clock.waiting()  # a second thread waits while the first request is in flight: not held up
+    now[0] = 140.0
+    clock.released()  # the request in flight ends at 140: only waiting now, held up again
+    now[0] = 150.0
+    clock.granted(ok=False)  # the wait ended in an error at 150: 10 s more
+    assert clock.seconds == 40.0 and queued_seconds(path, now=999.0) == 40.0

@@ -25,7 +25,8 @@ BRONZE = ["bronze-2024-01", "bronze-2024-02", "bronze-2024-03", "bronze-2024-04"
 
 
 class RecordingLedger(RunLedger):
-    """The real ledger, keeping a copy of every version it wrote: what a killed driver leaves."""
+    """The real ledger, keeping a copy of the record it holds after every write (snapshot + events):
+    what a killed driver leaves."""
 
     def __init__(self, root: Path):
         super().__init__(root)
@@ -33,7 +34,18 @@ class RecordingLedger(RunLedger):
 
     def save(self, record: RunRecord) -> None:
         super().save(record)
-        self.versions.append(json.loads(Path(self.path(record.run_id)).read_text()))
+        self.versions.append(self.load(record.run_id).to_json())
+
+    def event(self, record: RunRecord, task=None, **fields) -> None:
+        super().event(record, task, **fields)
+        if task is not None:  # heartbeats change no state
+            self.versions.append(self.load(record.run_id).to_json())
+
+    def leave(self, version: dict) -> None:
+        """Put the run's files back to how they were at `version`, its driver long dead (SIGKILL)."""
+        version = {**version, "heartbeat_at": "2000-01-01T00:00:00+00:00"}
+        Path(self.path(version["run_id"])).write_text(json.dumps(version))
+        (Path(self.path(version["run_id"])).parent / "events.jsonl").unlink(missing_ok=True)
 
 
 def _request(tmp_path: Path, **kwargs) -> BackfillRequest:
@@ -153,7 +165,7 @@ def test_resume_after_the_driver_died_at_any_step_runs_each_unfinished_task_once
         _run(request, executor, ledger=ledger)
     # what a SIGKILL leaves: the last version written before the crash, not the driver's final save
     left = next(v for v in reversed(ledger.versions) if v["outcome"] is None)
-    Path(ledger.path(request.run_id)).write_text(json.dumps(left))
+    ledger.leave(left)
     record = ledger.load(request.run_id)
     done_before = {t.task_id for t in record.tasks if t.status == ChunkStatus.SUCCEEDED}
     again = InMemoryExecutor(slots=2)

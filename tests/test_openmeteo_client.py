@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -15,11 +16,12 @@ import pandas as pd
 import pytest
 
 from jobs.config import DATA_DIR, SourceConfig
-from jobs.errors import SourceError, SourceRequestError, SourceUnavailable
+from jobs.errors import IncompleteChunkError, SourceError, SourceRequestError, SourceUnavailable
 from jobs.inputs import Location, load_locations
 from jobs.sources import (
     BRONZE_SOURCE_COLUMNS,
     HOURLY_VARIABLES,
+    check_complete,
     responses_to_frame,
     variables_for,
 )
@@ -241,6 +243,7 @@ def wire(times, **hourly) -> dict:
 
 HANOI = Location("hanoi", "Hanoi", 21.0278, 105.8342, "Asia/Ho_Chi_Minh")
 HCMC = Location("hcmc", "Ho Chi Minh City", 10.8231, 106.6297, "Asia/Ho_Chi_Minh")
+DANANG = Location("danang", "Da Nang", 16.0544, 108.2022, "Asia/Ho_Chi_Minh")
 
 
 def test_frame_columns_dtypes_and_values():
@@ -284,3 +287,111 @@ def test_no_responses_give_an_empty_frame_with_the_bronze_columns():
     frame = responses_to_frame([], [], "synthetic", dt.datetime(2030, 1, 1, tzinfo=UTC), "synthetic")
     assert list(frame.columns) == list(BRONZE_SOURCE_COLUMNS) and len(frame) == 0
     assert str(frame["aqi"].dtype) == "Int32" and str(frame["ts_utc"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_a_retry_after_beyond_the_cap_is_waited_out_only_up_to_the_cap():
+    from jobs.sources.openmeteo import RETRY_AFTER_CAP_S
+
+    answers = iter([httpx.Response(429, headers={"Retry-After": "3600"}), httpx.Response(200, json={"hourly": {}})])
+    slept: list[float] = []
+    http = httpx.Client(transport=httpx.MockTransport(lambda request: next(answers)))
+    client = OpenMeteoClient(base_url="http://x", http=http, max_attempts=2, backoff_s=1.0, backoff_max_s=3.0,
+                             sleep=slept.append, rng=random.Random(0))
+    with contextlib.suppress(SourceError):  # only the wait is under test here, not the (empty) answer
+        client.fetch([Location("x", "X", 1.0, 2.0, "UTC")], START, END, ["pm2_5"])
+    assert slept == [RETRY_AFTER_CAP_S] and RETRY_AFTER_CAP_S == 120.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("period, permanent", [("hour", False), ("day", True)])
+def test_a_used_up_daily_quota_is_permanent_an_hourly_one_is_not(period, permanent, locations):
+    from ray_backfill.executors.base import is_permanent
+
+    limits = {"calls_per_hour": 1} if period == "hour" else {"calls_per_day": 1}
+    with FakeOpenMeteoServer(locations=locations, clock=lambda: 7200.0, **limits) as server:
+        client = client_for(server)
+        client.fetch(locations[:1], START, END, ["pm2_5"])
+        with pytest.raises(SourceUnavailable, match="quota used up") as caught:
+            client.fetch(locations[:1], START, END, ["pm2_5"])
+    assert caught.value.permanent is permanent and is_permanent(caught.value) is permanent
+
+
+# -- completeness of a chunk's answer --------------------------------------------------------
+
+MARCH_2 = pd.date_range("2024-03-01", "2024-03-02 23:00", freq="h", tz="UTC")  # 48 hours
+
+
+def labels(index: pd.DatetimeIndex) -> list[str]:
+    return [t.strftime("%Y-%m-%dT%H:%M") for t in index]
+
+
+def check(responses, locations=(HANOI,), variables=("pm2_5", "us_aqi"), expected=MARCH_2):
+    frame = responses_to_frame(responses, locations, "open-meteo", dt.datetime(2030, 1, 1, tzinfo=UTC), "d")
+    check_complete(responses, frame, locations, variables, expected, "open-meteo", "2024-03-01_2024-03-02")
+
+
+def full(index=MARCH_2, **override) -> dict:
+    n = len(index)
+    return wire(labels(index), **{"pm2_5": [1.0] * n, "us_aqi": [5] * n, **override})
+
+
+def test_a_complete_answer_may_hold_null_values_and_all_null_hours():
+    check([full(pm2_5=[None] * 48, us_aqi=[None] * 47 + [7])])
+    check([full(), full()], locations=(HANOI, HCMC))
+    check([wire([])], expected=MARCH_2[:0], variables=())  # a chunk entirely after now expects no hour
+
+
+@pytest.mark.parametrize(("hours", "gap"), [
+    (MARCH_2[:40], "answered 40 of 48 hours, missing 2024-03-02T16:00Z .. 2024-03-02T23:00Z"),
+    (MARCH_2[:0], "answered 0 of 48 hours, missing 2024-03-01T00:00Z .. 2024-03-02T23:00Z"),
+    (MARCH_2.delete([3, 10, 11, 20, 30, 31, 32]),
+     "answered 41 of 48 hours, missing 2024-03-01T03:00Z, 2024-03-01T10:00Z .. 2024-03-01T11:00Z, "
+     "2024-03-01T20:00Z and 1 more gap"),
+])
+def test_missing_hours_fail_naming_location_chunk_and_gap(hours, gap):
+    with pytest.raises(IncompleteChunkError) as caught:
+        check([full(), full(hours)], locations=(HANOI, HCMC))
+    assert str(caught.value) == (f"incomplete chunk 2024-03-01_2024-03-02 for location 'hcmc': open-meteo {gap}; "
+                                 "nothing was written")
+    assert (caught.value.chunk, caught.value.location) == ("2024-03-01_2024-03-02", "hcmc")
+    assert isinstance(caught.value, SourceError)
+
+
+def test_an_absent_variable_fails_even_when_every_hour_is_there():
+    answer = full()
+    del answer["hourly"]["us_aqi"]
+    with pytest.raises(IncompleteChunkError, match=r"for location 'hanoi': open-meteo left out variable 'us_aqi';"):
+        check([answer])
+
+
+def test_repeated_hours_fail_and_every_problem_of_the_location_is_named():
+    hours = MARCH_2[:5].append(MARCH_2[4:])  # 04:00 twice, the copy right after it
+    with pytest.raises(IncompleteChunkError) as caught:
+        check([full(hours)])
+    assert str(caught.value).endswith("open-meteo sent 1 hour more than once (2024-03-01T04:00Z); nothing was written")
+    answer = full(MARCH_2[:47].append(MARCH_2[:1]))
+    del answer["hourly"]["pm2_5"]
+    with pytest.raises(IncompleteChunkError) as caught:
+        check([full(), answer, full(MARCH_2[1:])], locations=(HANOI, HCMC, DANANG))
+    assert str(caught.value) == (
+        "incomplete chunk 2024-03-01_2024-03-02 for location 'hcmc': open-meteo left out variable 'pm2_5'; "
+        "answered 47 of 48 hours, missing 2024-03-02T23:00Z; sent 1 hour more than once (2024-03-01T00:00Z); "
+        "1 more location incomplete; nothing was written")
+
+
+def test_expected_hours_run_from_the_chunk_start_to_its_last_hour_not_after_now():
+    from jobs.bronze import expected_hours
+    from jobs.dates import Chunk
+
+    chunk = Chunk(dt.date(2024, 3, 1), dt.date(2024, 3, 3))
+    assert expected_hours(chunk, dt.datetime(2030, 1, 1, tzinfo=UTC)).equals(MARCH_2)
+    assert expected_hours(chunk, dt.datetime(2024, 3, 2, 5, 59)).equals(MARCH_2[:30])  # naive: UTC
+    assert expected_hours(chunk, dt.datetime(2024, 3, 2, 7, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))).equals(
+        MARCH_2[:30])
+    assert len(expected_hours(chunk, dt.datetime(2024, 2, 1, tzinfo=UTC))) == 0
+
+
+def test_a_time_off_the_hour_is_not_an_hour_of_the_chunk():
+    with pytest.raises(IncompleteChunkError, match=r"'hanoi': open-meteo sent 1 time that is not an hour of the chunk "
+                                                   r"\(2024-03-01T05:30Z\); nothing was written$"):
+        check([full(MARCH_2.append(pd.DatetimeIndex(["2024-03-01T05:30"], tz="UTC")))])

@@ -41,7 +41,7 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
             "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2", "--retries", "1",
             "--chunk-timeout", "45", "--standby", "1", "--catalog-name", "failrun"]
     before = java_and_workers()
-    driver, output = _start_driver(args, faults)
+    driver, output = _start_driver(args, faults, tmp := _short_tmp())
     victim = _wait_for_worker("bronze-2024-02", output)
     # held mid-chunk: session up, rows fetched, nothing committed
     _wait_for_line("[bronze-2024-02] fault drill: holding before the write", output)
@@ -69,6 +69,7 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     resume_line = next(line for line in text.splitlines() if line.startswith("resume with: "))
     assert resume_line == f"resume with: ray-backfill resume {run_id} --warehouse {warehouse}"
     assert not wait_gone(java_and_workers() - before, timeout=20), "a killed or timed-out attempt left processes"
+    assert not list(tmp.glob("rbf-*")), "an attempt's temporary folder was left behind"
     catalog = attach_catalog(spark, warehouse, "failrun")
     assert spark.table(SILVER.qualified(catalog)).count() == 0, "silver must not run past a failed chunk"
     bronze = spark.table(BRONZE.qualified(catalog))
@@ -90,15 +91,18 @@ def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_sil
     assert tasks["bronze-2024-03"]["status"] == "succeeded" and tasks["bronze-2024-03"]["attempts"] == 3
     assert spark.table(SILVER.qualified(catalog)).select(F.month("ts_utc")).distinct().count() == 3
     status = run_cli("status", run_id, "--warehouse", str(warehouse))
-    assert status.returncode == 0 and "bronze-2024-03" in status.stdout and "succeeded" in status.stdout
+    assert status.returncode == 0 and status.stdout.startswith(f"run {run_id}: succeeded")
+    rows = {line.split()[0]: line.split()[1:3] for line in status.stdout.splitlines()[3:] if line.strip()}
+    assert rows["bronze-2024-03"] == ["succeeded", "3"] and rows["gold"] == ["succeeded", "1"], status.stdout
 
 
 def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_leaves_no_process(spark, tmp_path):
     warehouse = tmp_path / "wh"
-    args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "2",
+    # more than the 2 CPUs of this machine's Ray hold: capped to 2, with a warning
+    args = [*CLI_ARGS_2M, "--warehouse", str(warehouse), "--spark-mode", "local", "--parallelism", "1000",
             "--standby", "1", "--catalog-name", "cancelrun"]
     before = java_and_workers()
-    driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}})
+    driver, output = _start_driver(args, {"bronze-2024-02": {"sleep_before_write": 600}}, tmp := _short_tmp())
     _wait_for_worker("bronze-2024-02", output)
     _wait_for_line("bronze-2024-01: succeeded", output)
     # the last bronze chunk holds: silver's standby starts its session and waits behind the barrier
@@ -107,6 +111,7 @@ def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_l
     driver.send_signal(signal.SIGINT)
     text = _output_at_exit(driver, output, timeout=120)
     assert driver.returncode == 130, text[-3000:]
+    assert "warning: --parallelism 1000 is more than the cluster holds; capped to 2 (2 CPUs / 1 executor cores" in text
     run_id = run_id_from(text)
     ledger = read_ledger(warehouse, run_id)
     tasks = {t["task_id"]: t for t in ledger["tasks"]}
@@ -117,20 +122,34 @@ def test_ctrl_c_cancels_in_flight_chunks_and_standbys_keeps_committed_ones_and_l
     assert f"resume with: ray-backfill resume {run_id}" in text
     leftover = wait_gone(java_and_workers() - before, timeout=20)
     assert not leftover, "cancel left JVMs, chunk processes or standbys behind"
+    assert not list(tmp.glob("rbf-*")), "a cancelled attempt or standby left its temporary folder"
     catalog = attach_catalog(spark, warehouse, "cancelrun")
     months = {r[0] for r in spark.table(BRONZE.qualified(catalog)).select(F.month("ts_utc")).distinct().collect()}
     assert months == {1}, "the committed chunk stays, the cancelled one left nothing"
     assert spark.table(SILVER.qualified(catalog)).count() == 0, "silver's standby never read past the barrier"
 
 
-def _start_driver(args, faults):
+def _short_tmp() -> Path:
+    """A temp folder of the test's own for the run (TMPDIR), short for Ray's socket paths; removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="rbf-t-", dir="/tmp"))
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
+
+
+def _start_driver(args, faults, tmpdir: Path | None = None):
     import os
     import subprocess
 
     from tests.helpers import CLI, ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_BACKFILL_FAULTS"] = json.dumps(faults)
+    if tmpdir is not None:  # every temporary folder of the run (the attempts' too) lands here
+        env["TMPDIR"] = str(tmpdir)
+    env["RAY_BACKFILL_FAULTS"], env["RAY_BACKFILL_FAULT_DRILLS"] = json.dumps(faults), "1"
     # Ray holds back a log line that differs from an earlier one only in its digits ("[bronze-2024-02] …"
     # after "[bronze-2024-01] …"): the test waits for such lines
     env["RAY_DEDUP_LOGS"] = "0"

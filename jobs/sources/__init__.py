@@ -1,8 +1,10 @@
-"""Where hourly air-quality rows come from: the Source protocol and the one parser of its answers.
+"""Where hourly air-quality rows come from: the Source protocol, the one parser of its answers,
+and the check that an answer is complete.
 
 Every source answers in Open-Meteo's wire format (one JSON object per location, see
 https://open-meteo.com/en/docs/air-quality-api), so `responses_to_frame` is the only place
-that turns source data into bronze rows, whichever source produced it.
+that turns source data into bronze rows, whichever source produced it, and `check_complete`
+the only judge of whether those rows may replace a chunk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs.errors import InputError, SourceError
+from jobs.errors import IncompleteChunkError, InputError, SourceError
 from jobs.inputs import Location
 from jobs.tables import AQI_COLUMNS, BRONZE, POLLUTANT_CODES, VOLATILE_COLUMNS
 
@@ -124,7 +126,8 @@ def responses_to_frame(
 ) -> pd.DataFrame:
     """Bronze rows (BRONZE_SOURCE_COLUMNS, in order) from one response per location.
 
-    Hours after `now` (forecasts) are dropped; duplicate timestamps are kept as received.
+    Hours after `now` (forecasts) are dropped; duplicate timestamps are kept as received (bronze's
+    `check_complete` refuses them).
     Open-Meteo's response does not say which domain answered, so `model_domain` is what the
     request asked for. A naive `now` is taken as UTC.
     """
@@ -150,6 +153,75 @@ def responses_to_frame(
     frame["model_domain"] = pd.Series([model_domain] * len(frame), dtype=object)
     frame["source"] = pd.Series([source_name] * len(frame), dtype=object)
     return frame[list(BRONZE_SOURCE_COLUMNS)]
+
+
+def check_complete(
+    responses: Sequence[dict],
+    frame: pd.DataFrame,
+    locations: Sequence[Location],
+    variables: Sequence[str],
+    expected: pd.DatetimeIndex,
+    source_name: str,
+    chunk_id: str,
+) -> None:
+    """Raise IncompleteChunkError unless the source's answer for a chunk is complete.
+
+    Complete means, for every location: its `hourly` object has every requested variable (its
+    values may be null), and its rows in `frame` (already cut to the chunk) hold every hour of
+    `expected` exactly once and no other time. Open-Meteo sends a regular hourly time axis with
+    `null` where it has no value; it does not drop or repeat timestamps, so an answer that does is
+    broken, and writing it would delete stored hours. The message names the first incomplete
+    location, in `locations` order, and how many more there are.
+    """
+    times = dict(iter(frame.groupby("location_key", sort=False)["ts_utc"]))
+    problems: list[tuple[str, str]] = []
+    for response, location in zip(responses, locations):
+        key = location.location_key
+        found = []
+        hourly = response.get("hourly") if isinstance(response, dict) else None
+        absent = [v for v in variables if not isinstance(hourly, dict) or v not in hourly]
+        if absent:
+            found.append(f"left out variable{'s' * (len(absent) > 1)} {', '.join(map(repr, absent))}")
+        counts = times[key].value_counts() if key in times else pd.Series([], dtype=int)
+        present = expected.isin(counts.index)
+        if not present.all():
+            missing = _spans(expected[~present])
+            found.append(f"answered {int(present.sum())} of {len(expected)} hours, missing {missing}")
+        repeated = pd.DatetimeIndex(counts.index[counts > 1]).sort_values()
+        if len(repeated):
+            found.append(f"sent {len(repeated)} hour{'s' * (len(repeated) > 1)} more than once ({_few(repeated)})")
+        stray = pd.DatetimeIndex(counts.index[~counts.index.isin(expected)]).sort_values()
+        if len(stray):
+            found.append(f"sent {len(stray)} time{'s' * (len(stray) > 1)} that {'are' if len(stray) > 1 else 'is'} "
+                         f"not an hour of the chunk ({_few(stray)})")
+        if found:
+            problems.append((key, "; ".join(found)))
+    if problems:
+        key, what = problems[0]
+        more = f"; {len(problems) - 1} more location{'s' * (len(problems) > 2)} incomplete" if len(problems) > 1 else ""
+        raise IncompleteChunkError(
+            f"incomplete chunk {chunk_id} for location {key!r}: {source_name} {what}{more}; nothing was written",
+            chunk=chunk_id, location=key,
+        )
+
+
+def _label(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _spans(hours: pd.DatetimeIndex, limit: int = 3) -> str:
+    """Sorted hours as runs of consecutive hours: `A .. B, C`, at most `limit` runs named."""
+    breaks = np.flatnonzero((hours[1:] - hours[:-1]) != pd.Timedelta(hours=1)) + 1
+    runs = np.split(np.arange(len(hours)), breaks)
+    named = [_label(hours[r[0]]) if len(r) == 1 else f"{_label(hours[r[0]])} .. {_label(hours[r[-1]])}"
+             for r in runs[:limit]]
+    rest = f" and {len(runs) - limit} more gap{'s' * (len(runs) - limit > 1)}" if len(runs) > limit else ""
+    return ", ".join(named) + rest
+
+
+def _few(moments: pd.DatetimeIndex, limit: int = 3) -> str:
+    named = ", ".join(_label(t) for t in moments[:limit])
+    return named + (f" and {len(moments) - limit} more" if len(moments) > limit else "")
 
 
 def _parse_response(response: dict, location: Location, source_name: str) -> dict[str, np.ndarray]:

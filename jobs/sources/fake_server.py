@@ -12,6 +12,12 @@ at random with a seeded probability. Kinds: "500", "502", "503", "504", "429",
 "429-retry-after:<s>", "timeout" (answer only after `timeout_sleep_s`), "truncated" (valid
 JSON cut in half) and "malformed" (not JSON).
 
+Broken data, which the real API does not send, is set per location and served in every answer
+for it until `reset()` (`damage("hanoi", "drop-last-hours:72")`): "empty-time" (an empty time
+axis and empty value arrays), "drop-last-hours:<n>" (the last n hours of the answer cut off),
+"drop-variable:<name>" (a requested variable left out of `hourly`) and "repeat-hour:<i>" (the
+hour at index i sent twice, the copy right after it).
+
 Command: `python -m jobs.sources.fake_server --port 8765 --latency 0.4 --calls-per-minute 600
 --max-in-flight 1` prints its URL and serves until Ctrl-C.
 """
@@ -51,6 +57,7 @@ LIMIT_REASONS = {
 _WINDOW_S = {"minute": 60, "hour": 3600, "day": 86400}
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 _RETRY_AFTER = re.compile(r"^429-retry-after:(\d+(?:\.\d+)?)$")
+_DAMAGE = re.compile(r"^(empty-time|drop-last-hours:\d+|drop-variable:[a-z0-9_]+|repeat-hour:\d+)$")
 # Coordinates closer than this to a known location are served as that location.
 _MATCH_DEG = 0.01
 
@@ -113,6 +120,7 @@ class FakeOpenMeteoServer:
         self.clock = clock
         self._lock = threading.Lock()
         self._faults: collections.deque[str] = collections.deque()
+        self._damage: dict[str, str] = {}
         self._fault_rng = random.Random(fault_seed)
         self._usage: dict[str, tuple[int, float]] = {}
         self._open_count = 0  # requests the server holds open, admitted or not
@@ -174,6 +182,14 @@ class FakeOpenMeteoServer:
         with self._lock:
             self._faults.extend(faults)
 
+    def damage(self, location_key: str, kind: str) -> None:
+        """Serve broken data for `location_key` in every answer from now on (kinds: module docstring)."""
+        if not _DAMAGE.match(kind):
+            raise ValueError(f"unknown damage {kind!r}; use empty-time, drop-last-hours:<n>, "
+                             "drop-variable:<name> or repeat-hour:<i>")
+        with self._lock:
+            self._damage[location_key] = kind
+
     @property
     def pending_faults(self) -> int:
         with self._lock:
@@ -192,10 +208,11 @@ class FakeOpenMeteoServer:
             return replace(self._stats, by_status=dict(self._stats.by_status))
 
     def reset(self) -> None:
-        """Zero the counters and quota windows; drop queued faults."""
+        """Zero the counters and quota windows; drop queued faults and damage."""
         with self._lock:
             self._stats, self._usage = ServerStats(), {}
             self._faults.clear()
+            self._damage.clear()
 
     # -- request handling (called from handler threads) ------------------------------------
 
@@ -317,6 +334,10 @@ class FakeOpenMeteoServer:
         for i, (lat, lon) in enumerate(request["coords"]):
             key = self._location_key(lat, lon)
             obj = self.source.response(key, lat, lon, request["start"], request["end"], request["hourly"])
+            with self._lock:
+                damage = self._damage.get(key)
+            if damage is not None:
+                obj = _damaged(obj, damage)
             if i:
                 obj = {**obj, "location_id": i}
             objects.append(obj)
@@ -328,6 +349,24 @@ class FakeOpenMeteoServer:
             if abs(loc.latitude - lat) < _MATCH_DEG and abs(loc.longitude - lon) < _MATCH_DEG:
                 return loc.location_key
         return f"{lat:.4f}_{lon:.4f}"
+
+
+def _damaged(obj: dict, kind: str) -> dict:
+    """A response object with its `hourly` broken as `kind` says; still the real wire shape."""
+    hourly, units = dict(obj["hourly"]), dict(obj["hourly_units"])
+    name, _, arg = kind.partition(":")
+    if name == "empty-time":
+        hourly = {k: [] for k in hourly}
+    elif name == "drop-last-hours":
+        keep = max(0, len(hourly["time"]) - int(arg))
+        hourly = {k: v[:keep] for k, v in hourly.items()}
+    elif name == "drop-variable":
+        hourly.pop(arg, None)
+        units.pop(arg, None)
+    else:  # repeat-hour
+        i = int(arg)
+        hourly = {k: v[: i + 1] + v[i : i + 1] + v[i + 1 :] for k, v in hourly.items()}
+    return {**obj, "hourly_units": units, "hourly": hourly}
 
 
 def _parse(query: dict[str, str], key_required: bool, keys: frozenset[str]) -> dict:

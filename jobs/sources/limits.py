@@ -64,12 +64,17 @@ class SourceLimits:
         return ", ".join(parts)
 
 
-# Open-Meteo's free tier per IP, and an instance of one's own (docker image, no quota).
+# Open-Meteo's free tier per IP; its commercial plans (https://open-meteo.com/en/pricing: the
+# Standard plan has no per-minute, hourly or daily limit and 1,000,000 calls a month, with an API
+# key on the customer- host; no in-flight limit is stated, 8 keeps a run a polite client); an
+# instance of one's own (docker image, no quota).
 PROFILES: dict[str, SourceLimits] = {
     "free": SourceLimits(per_minute=600, per_hour=5000, per_day=10000, max_in_flight=1),
+    "commercial": SourceLimits(max_in_flight=8),
     "self-hosted": SourceLimits(max_in_flight=8),
     "unlimited": SourceLimits(),
 }
+COMMERCIAL_MONTHLY_CALLS = 1_000_000  # the Standard plan's calls a month (weighted, as the quota counts)
 
 
 def profile_limits(name: str) -> SourceLimits:

@@ -37,9 +37,22 @@ from jobs.sources.limits import Throttle
 log = logging.getLogger(__name__)
 
 API_PATH = "/v1/air-quality"
+# What each domain holds, from the "Data Sources" table of https://open-meteo.com/en/docs/air-quality-api:
+# CAMS European air quality reanalysis from 2013 (forecast: 4 days ahead); CAMS global atmospheric
+# composition forecasts from August 2022 (5 days ahead). `auto` combines both: every location has
+# data only from the global domain's first day.
+DOMAIN_FIRST_DAY = {"cams_europe": dt.date(2013, 1, 1), "cams_global": dt.date(2022, 8, 1),
+                    "auto": dt.date(2022, 8, 1)}
+DOMAIN_FORECAST_DAYS = {"cams_europe": 4, "cams_global": 5, "auto": 5}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # 429 reasons that mean "come back in an hour / tomorrow": failing fast beats sleeping for it.
 _QUOTA_EXHAUSTED = ("Hourly API request limit", "Daily API request limit")
+# The longest Retry-After honoured. Open-Meteo's per-minute limit frees up within 60s, so a
+# longer wait means the hourly or daily quota (answered without retry, above) or a confused proxy;
+# sitting it out would hold the chunk's session and its place at the limiter for nothing. Past
+# the cap the request is retried after the cap, and if refused again the attempt fails and the
+# run's own retry (with its backoff) takes over.
+RETRY_AFTER_CAP_S = 120.0
 _HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _APIKEY_IN_TEXT = re.compile(r"(apikey=)[^&\s\"'#]*", re.IGNORECASE)
 
@@ -219,7 +232,10 @@ class OpenMeteoClient:
                             status=status, reason=reason,
                         )
                     if status == 429 and reason.startswith(_QUOTA_EXHAUSTED):
-                        raise SourceUnavailable(f"open-meteo quota used up (HTTP 429): {reason}")
+                        # the hourly quota comes back within the hour (a later retry of the chunk
+                        # may pass); the daily one not before tomorrow
+                        raise SourceUnavailable(f"open-meteo quota used up (HTTP 429): {reason}",
+                                                permanent=reason.startswith(_QUOTA_EXHAUSTED[1]))
                     if status not in RETRY_STATUSES:
                         raise SourceRequestError(
                             f"open-meteo answered HTTP {status} for {self.base_url}{API_PATH}: {reason}",
@@ -240,10 +256,11 @@ class OpenMeteoClient:
         )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Full jitter on an exponential cap; a Retry-After is a floor, not a suggestion."""
+        """Full jitter on an exponential cap; a Retry-After is a floor, not a suggestion, up to
+        RETRY_AFTER_CAP_S."""
         cap = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
         delay = self._rng.uniform(0.0, cap)
-        return max(delay, retry_after) if retry_after is not None else delay
+        return max(delay, min(retry_after, RETRY_AFTER_CAP_S)) if retry_after is not None else delay
 
     def _count(self, *, weight: float = 0.0, retry: bool = False, status: int | None = None,
                transport_error: bool = False) -> None:
@@ -262,6 +279,22 @@ class OpenMeteoClient:
         if self._api_key:
             text = text.replace(self._api_key, "***")
         return _APIKEY_IN_TEXT.sub(r"\1***", text)
+
+
+def check_dates(domains: str, start: dt.date, end: dt.date, today: dt.date | None = None) -> None:
+    """Refuse (DateRangeError, one line) a range the domain has no data for: before its first day,
+    or past its forecast horizon."""
+    first, ahead = DOMAIN_FIRST_DAY.get(domains), DOMAIN_FORECAST_DAYS.get(domains)
+    if first is None:
+        raise InputError(f"open-meteo domains {domains!r} is unknown; use {', '.join(DOMAIN_FIRST_DAY)}")
+    if start < first:
+        raise DateRangeError(f"--start-date {start} is before the first day open-meteo's {domains} domain "
+                             f"has data for ({first}); start on or after it")
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    horizon = today + dt.timedelta(days=ahead - 1)
+    if end > horizon:
+        raise DateRangeError(f"--end-date {end} is past the open-meteo {domains} forecast horizon ({ahead} days "
+                             f"from today: {horizon}); end on or before it")
 
 
 def _reason(response: httpx.Response) -> str:

@@ -7,8 +7,9 @@ same hours, which is what makes chunked and whole backfills comparable.
 
 What it models: diurnal cycles (traffic peaks, afternoon ozone, daytime UV), the dry-season
 winter high of northern Vietnam, per-city levels, multi-day pollution episodes, and the faults
-silver must clean: null values, all-null and missing hours, duplicated hours, and out-of-range
-spikes (negative or 9999).
+silver must clean: null values, all-null hours, and out-of-range spikes (negative or 9999).
+Like Open-Meteo, it sends every hour of the range exactly once: an hour without data is a time
+entry whose values are all null, never a gap or a repeat in the time axis (bronze refuses those).
 """
 
 from __future__ import annotations
@@ -44,13 +45,11 @@ CITY_PROFILES = {
 # Fault rates per hour (or per hour and variable); small, but a month of 24 cities shows each.
 NULL_VALUE_RATE = 0.004
 NULL_HOUR_RATE = 0.003
-MISSING_HOUR_RATE = 0.0015
-DUPLICATE_HOUR_RATE = 0.002
 SPIKE_RATE = 0.0006
 
 # Hash streams: one independent random sequence per purpose.
 _S_NOISE, _S_DAILY, _S_SLOW, _S_EPISODE = 1, 20, 40, 60
-_S_NULL_VALUE, _S_NULL_HOUR, _S_MISSING, _S_DUPLICATE, _S_DUP_JITTER, _S_SPIKE = 100, 200, 201, 202, 220, 300
+_S_NULL_VALUE, _S_NULL_HOUR, _S_SPIKE = 100, 200, 300
 
 _EPISODE_BLOCK_H = 144  # one chance of an episode per 6-day block; episodes last 1.5-5 days
 _LOOKBACK_H = 24  # the longest AQI average (PM 24-h mean) reaches 23 hours back
@@ -227,22 +226,14 @@ class _Series:
 def _with_faults(
     seed: int, location_key: str, hrs: np.ndarray, series: dict[str, np.ndarray], wanted: list[str]
 ) -> tuple[np.ndarray, dict[str, list]]:
-    """Apply nulls, missing and duplicated hours and spikes; returns the time axis and JSON columns."""
+    """Apply null values, all-null hours and spikes; returns the time axis (every hour once) and JSON columns."""
     key = _key_hash(seed, location_key)
     null_hour = _uniform(key, _S_NULL_HOUR, hrs) < NULL_HOUR_RATE
-    keep = _uniform(key, _S_MISSING, hrs) >= MISSING_HOUR_RATE
-    duplicate = _uniform(key, _S_DUPLICATE, hrs) < DUPLICATE_HOUR_RATE
-    # Row order: every kept hour once, and a duplicated one again right after itself.
-    rows = np.repeat(np.arange(len(hrs)), np.where(keep, 1 + duplicate, 0))
-    second = np.zeros(len(rows), dtype=bool)
-    second[1:] = rows[1:] == rows[:-1]
     # One counter per (hour, variable), so each variable's faults are independent of the others.
     cell = hrs[:, None] * 32 + np.arange(len(HOURLY_VARIABLES))[None, :]
     gap = null_hour[:, None] | (_uniform(key, _S_NULL_VALUE, cell) < NULL_VALUE_RATE)
     spike = _uniform(key, _S_SPIKE, cell) < SPIKE_RATE
     absurd = _uniform(key, _S_SPIKE + 1, cell) < 0.5
-    # The second copy of a duplicated hour is a slightly revised value, as a re-run model gives.
-    jitter = 1.0 + 0.03 * (_uniform(key, _S_DUP_JITTER, cell) - 0.5)
     columns: dict[str, list] = {}
     for index, variable in enumerate(HOURLY_VARIABLES):
         if variable not in wanted:
@@ -252,10 +243,8 @@ def _with_faults(
         if not is_aqi:
             values = np.where(spike[:, index], np.where(absurd[:, index], 9999.0, -np.round(values * 0.5 + 1.0, 1)),
                               values)
-        values = np.where(gap[:, index], np.nan, values)[rows]
-        values = np.where(second, np.round(values * jitter[rows, index], 0 if is_aqi else 2), values)
-        columns[variable] = _to_json(values, integer=is_aqi)
-    return hrs[rows], columns
+        columns[variable] = _to_json(np.where(gap[:, index], np.nan, values), integer=is_aqi)
+    return hrs, columns
 
 
 def _to_json(values: np.ndarray, *, integer: bool) -> list:

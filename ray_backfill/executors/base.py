@@ -34,6 +34,8 @@ class TaskResult:
     # the attempt's own process, and whether it had started ahead of its turn (a standby)
     worker_pid: int | None = None
     standby: bool = False
+    # another attempt cannot succeed (bad input, a request the source refuses): not retried
+    permanent: bool = False
 
     @property
     def rows(self) -> int:
@@ -53,13 +55,23 @@ class TaskResult:
         return {"ok": self.ok, "outcome": self.outcome.to_json() if self.outcome else None, "error": self.error,
                 "cancelled": self.cancelled, "seconds": self.seconds, "node_id": self.node_id,
                 "peak_rss_mb": self.peak_rss_mb, "started_at": self.started_at, "ended_at": self.ended_at,
-                "worker_pid": self.worker_pid, "standby": self.standby}
+                "worker_pid": self.worker_pid, "standby": self.standby, "permanent": self.permanent}
 
     @classmethod
     def from_json(cls, data: dict) -> "TaskResult":
         data = dict(data)
         outcome = data.pop("outcome", None)
         return cls(outcome=TaskOutcome.from_json(outcome) if outcome else None, **data)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying the task cannot help: the project's errors say so (`permanent`); from
+    Spark, a table or column that does not exist (an analysis error) is permanent too."""
+    if getattr(exc, "permanent", False):
+        return True
+    text = str(exc)
+    return type(exc).__name__ == "AnalysisException" and any(
+        code in text for code in ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "UNRESOLVED_COLUMN"))
 
 
 def error_line(exc: BaseException) -> str:

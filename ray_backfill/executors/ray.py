@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from jobs.config import Settings, secret_env, settings_to_dict
 from jobs.tasks import Task
 from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
-from ray_backfill.limiter import lease_holder
+from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.worker import STANDBY_FLAG, SUPERVISOR_PID_ENV
+from ray_backfill.worker import QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,13 @@ class ChunkSupervisor:
             if not standby:
                 if proc is not None:
                     _kill_tree(proc)
+                    _remove_workdir(self._payload)
                 self._spawn(payload, env, standby=False)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
         print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}", flush=True)
         started = time.monotonic()
+        queue_file = Path(payload["result_path"]).with_name(QUEUE_FILE)
         peak, sampled = 0.0, 0.0
         outcome = None
         while proc.poll() is None:
@@ -134,7 +137,11 @@ class ChunkSupervisor:
             if self._cancelled.is_set():
                 outcome = "cancelled"
             elif timeout_s and time.monotonic() - started > timeout_s:
-                outcome = f"timed out after {timeout_s:.0f}s"
+                # the timeout counts the chunk's own work, not its time held up at the source limiter
+                queued = queued_seconds(queue_file)
+                if time.monotonic() - started - queued > timeout_s:
+                    outcome = f"timed out after {timeout_s:.0f}s" + (
+                        f" of work (and {queued:.0f}s queued at the source limiter)" if queued >= 1 else "")
             if outcome:
                 _kill_tree(proc)
                 break
@@ -151,6 +158,7 @@ class ChunkSupervisor:
         result.node_id, result.peak_rss_mb = node_id, round(peak, 1)
         result.seconds = round(time.monotonic() - started, 2)
         result.worker_pid, result.standby = proc.pid, standby
+        _remove_workdir(payload)  # the task and result files: read, no longer needed
         return result
 
     def cancel(self) -> None:
@@ -160,6 +168,13 @@ class ChunkSupervisor:
             if self._proc is not None and self._proc.poll() is None and self._proc.stdin is not None \
                     and not self._proc.stdin.closed:
                 _kill_tree(self._proc)  # a standby that never got its turn
+                _remove_workdir(self._payload)
+
+
+def _remove_workdir(payload: dict | None) -> None:
+    """Remove an attempt's temporary folder (its task and result files)."""
+    if payload and payload.get("result_path"):
+        shutil.rmtree(Path(payload["result_path"]).parent, ignore_errors=True)
 
 
 @dataclass(eq=False)
@@ -219,8 +234,13 @@ class RayExecutor(Executor[_Attempt]):
             self.__exit__()
             raise
         self._gcs = ray.get_runtime_context().gcs_address
-        self.slots, why = self.default_parallelism() if not self.requested_parallelism else (
-            self.requested_parallelism, "--parallelism")
+        self.slots, why = self.default_parallelism()
+        if self.requested_parallelism:
+            if self.requested_parallelism > self.slots:
+                self.echo(f"warning: --parallelism {self.requested_parallelism} is more than the cluster holds; "
+                          f"capped to {self.slots} ({why})")
+            else:
+                self.slots, why = self.requested_parallelism, "--parallelism"
         self.standby, standby_why = self.default_standby() if self.requested_standby is None else (
             self.requested_standby, "--standby")
         shown = f", dashboard http://{dashboard}" if dashboard else ""
@@ -246,12 +266,14 @@ class RayExecutor(Executor[_Attempt]):
             ray.shutdown()
 
     def default_parallelism(self) -> tuple[int, str]:
-        """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory."""
+        """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory; also the most
+        `--parallelism` may ask for (more would queue JVMs for CPUs or run the nodes out of memory)."""
         cpus, mem_mb = _cluster_cpus_and_memory_mb()
         by_cpu = max(1, cpus // self.settings.spark.executor_cores)
         by_mem = max(1, int(mem_mb // CHUNK_MEMORY_MB)) if mem_mb else by_cpu
         n = min(by_cpu, by_mem)
-        return n, f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB"
+        return n, (f"{cpus} CPUs / {self.settings.spark.executor_cores} executor cores, {mem_mb / 1024:.0f} GiB "
+                   f"/ {CHUNK_MEMORY_MB / 1024:.1f} GiB per chunk")
 
     def default_standby(self) -> tuple[int, str]:
         """Standbys beyond the free slots: one per slot where the cluster's CPUs would otherwise idle.
@@ -281,7 +303,9 @@ class RayExecutor(Executor[_Attempt]):
                 self._standbys[task.task_id] = _Standby(task, actor, node)
 
     def _drop_standby(self, standby: _Standby) -> None:
-        """A standby whose turn will not come: its supervisor goes, its process with it."""
+        """A standby whose turn will not come: its process and folder go, then its supervisor."""
+        with contextlib.suppress(Exception):
+            ray.get(standby.actor.cancel.remote(), timeout=10)
         with contextlib.suppress(Exception):
             ray.kill(standby.actor)
         self._done_on(standby.node_id)
@@ -323,7 +347,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def _env(self) -> dict:
         env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
-        for var in ("RAY_BACKFILL_FAULTS", "RAY_AUTH_MODE", "PYTHONPATH"):
+        for var in ("RAY_BACKFILL_FAULTS", "RAY_BACKFILL_FAULT_DRILLS", "RAY_AUTH_MODE", "PYTHONPATH"):
             if os.environ.get(var):
                 env[var] = os.environ[var]
         return env

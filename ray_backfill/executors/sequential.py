@@ -17,7 +17,7 @@ from jobs.config import Settings
 from jobs.context import StageInputs
 from jobs.sources.limits import LocalThrottle, RateLimiter
 from jobs.tasks import Task, run_task, warm_session
-from ray_backfill.executors.base import Executor, PeakRss, TaskResult, error_line
+from ray_backfill.executors.base import Executor, PeakRss, TaskResult, error_line, is_permanent
 from ray_backfill.sessions import spark_session
 
 
@@ -63,7 +63,7 @@ class SequentialExecutor(Executor[_Done]):
                 outcome = run_task(task, self.settings, self.inputs, warm_session(self.spark), throttle=throttle)
                 result = TaskResult(ok=True, outcome=outcome)
             except Exception as exc:  # a failed task leaves the shared session up; the loop decides on retries
-                result = TaskResult(ok=False, error=error_line(exc))
+                result = TaskResult(ok=False, error=error_line(exc), permanent=is_permanent(exc))
         result.seconds = round(time.monotonic() - started, 2)
         result.started_at, result.ended_at = round(began, 3), round(time.time(), 3)
         result.peak_rss_mb = rss.peak_mb
