@@ -289,6 +289,8 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     started = time.monotonic()
     try:
         with executor or make_executor(request, inputs, echo) as running:
+            # ray.init puts in its own SIGTERM handler (sys.exit): ours, which cancels the run, goes back
+            signal.signal(signal.SIGTERM, _raise_cancel)
             check_writers(settings.catalog, running.slots)
             _run_phases(request, record, running, ledger, progress or Progress(echo), echo, started, retry)
     finally:
@@ -410,8 +412,9 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
 
 def _mark_stopped(record: RunRecord, exc: BaseException) -> None:
     """The run's outcome when the driver stops it: cancelled (Ctrl-C, SIGTERM from `ray job stop`,
-    whose SIGKILL follows in seconds) or failed (the driver's own error). Idempotent."""
-    if isinstance(exc, KeyboardInterrupt):
+    whose SIGKILL follows in seconds, or another handler's sys.exit) or failed (the driver's own
+    error). Idempotent."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # SystemExit: a signal handler's sys.exit
         record.outcome = "cancelled"
         for task in record.tasks:
             if not task.status.is_terminal():
