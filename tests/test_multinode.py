@@ -305,9 +305,9 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
     while time.monotonic() < deadline:
         left = {p: cmd for p, cmd in marked_processes(cluster.marker).items()
                 if "ray_backfill.worker" in cmd or str(warehouse) in cmd or "ChunkSupervisor" in cmd}
-        listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500",
-                             "--filter", "state=ALIVE")
-        alive = [a.get("class_name") for a in json.loads(listed.stdout or "[]")] if listed.returncode == 0 else ["?"]
+        listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
+        alive = ([a.get("class_name") for a in json.loads(listed.stdout or "[]") if a.get("state") == "ALIVE"]
+                 if listed.returncode == 0 else ["?"])
         left.update({0: f"alive actor {c}"} if {"ChunkSupervisor", "SourceLimiterActor", "?"} & set(alive) else {})
         if not left:
             break
