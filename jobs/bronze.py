@@ -28,6 +28,7 @@ from jobs.errors import ConfigError
 from jobs.inputs import Location
 from jobs.sources import VARIABLE_TO_COLUMN, Source, check_complete, responses_to_frame
 from jobs.tables import AQI_COLUMNS, BRONZE, POLLUTANT_CODES, VOLATILE_COLUMNS
+from jobs.silver import winner_order
 from jobs.writes import literal_ts, replace_range
 
 # The columns the source delivers; bronze adds _ingested_at, _run_id and _chunk_id.
@@ -35,7 +36,6 @@ SOURCE_COLUMNS = [c for c in BRONZE.column_names if c not in VOLATILE_COLUMNS]
 # The columns one hourly variable each fills, in table order.
 VALUE_COLUMNS = tuple(c for c in BRONZE.column_names if c in AQI_COLUMNS + POLLUTANT_CODES)
 # The columns silver's last de-duplication tie-break hashes: all but the key and the volatile ones.
-_HASHED = tuple(c for c in BRONZE.column_names if c not in (*BRONZE.key, *VOLATILE_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,7 @@ def keep_columns(rows: DataFrame, replaced: DataFrame, *, columns: Sequence[str]
             f"{fetched.source!r} (domain {fetched.model_domain!r}); re-run this range without --pollutants"
         )
     key = list(BRONZE.key)
-    latest = Window.partitionBy(*key).orderBy(
-        F.col("_ingested_at").desc_nulls_last(), F.col("_chunk_id").desc_nulls_last(), F.xxhash64(*_HASHED).desc()
-    )
+    latest = Window.partitionBy(*key).orderBy(*winner_order())
     stored = (
         replaced.withColumn("_rank", F.row_number().over(latest))
         .where(F.col("_rank") == 1)

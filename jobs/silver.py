@@ -85,6 +85,13 @@ def build_silver(bronze: DataFrame, start: datetime, end: datetime, run_id: str)
     )
 
 
+def winner_order() -> tuple[Column, ...]:
+    """Of several bronze rows for one key, the first in this order wins (dedupe, and bronze keeping
+    the columns a narrower --pollutants re-run did not ask for)."""
+    return (F.col("_ingested_at").desc_nulls_last(), F.col("_chunk_id").desc_nulls_last(),
+            F.xxhash64(*_HASHED).desc())
+
+
 def dedupe(bronze: DataFrame) -> DataFrame:
     """One row per key, flagged `dup` when there were several.
 
@@ -92,9 +99,7 @@ def dedupe(bronze: DataFrame) -> DataFrame:
     xxhash64 of all other columns: an order of values, never of physical rows.
     """
     copies = Window.partitionBy(*_KEY)
-    ranked = copies.orderBy(
-        F.col("_ingested_at").desc_nulls_last(), F.col("_chunk_id").desc_nulls_last(), F.xxhash64(*_HASHED).desc()
-    )
+    ranked = copies.orderBy(*winner_order())
     return (
         bronze.withColumn("_rank", F.row_number().over(ranked))
         .withColumn("_copies", F.count(F.lit(1)).over(copies))

@@ -30,21 +30,12 @@ def spark(spark_settings):
         yield session
 
 
-_catalog_counter = iter(range(1, 10_000))
-
-
 @pytest.fixture
 def fresh_settings(spark, spark_settings, tmp_path) -> Settings:
     """Settings for a new, empty catalog in tmp_path, registered on the shared session."""
-    from jobs.tables import ensure_tables
-    from ray_backfill.sessions import catalog_conf
+    from tests.helpers import fresh_catalog
 
-    catalog = CatalogConfig(name=f"t{next(_catalog_counter)}", warehouse=str(tmp_path / "warehouse"))
-    catalog.warehouse_path.mkdir(parents=True)
-    for key, value in catalog_conf(catalog).items():
-        spark.conf.set(key, value)
-    ensure_tables(spark, catalog)
-    return spark_settings.replace(catalog=catalog)
+    return fresh_catalog(spark, spark_settings, tmp_path)
 
 
 @pytest.fixture(scope="session")

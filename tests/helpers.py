@@ -148,3 +148,20 @@ def checksums(spark, catalog) -> dict[str, str]:
     from jobs.tables import ALL_TABLES
 
     return {spec.name: table_checksum(spark.table(spec.qualified(catalog))) for spec in ALL_TABLES}
+
+
+_catalog_numbers = iter(range(1, 100_000))
+
+
+def fresh_catalog(spark, settings, root: Path, prefix: str = "t"):
+    """`settings` with a new, empty catalog under `root`, registered on the live session, tables made."""
+    from jobs.config import CatalogConfig
+    from jobs.tables import ensure_tables
+    from ray_backfill.sessions import catalog_conf
+
+    catalog = CatalogConfig(name=f"{prefix}{next(_catalog_numbers)}", warehouse=str(root / "warehouse"))
+    catalog.warehouse_path.mkdir(parents=True)
+    for key, value in catalog_conf(catalog).items():
+        spark.conf.set(key, value)
+    ensure_tables(spark, catalog)
+    return settings.replace(catalog=catalog)

@@ -18,11 +18,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import bronze, gold, silver
-from jobs.config import CatalogConfig, PipelineConfig
+from jobs.config import PipelineConfig
 from jobs.context import load_inputs
 from jobs.dates import Chunk
-from jobs.tables import ALL_TABLES, FACT_EPISODE, SILVER, VOLATILE_COLUMNS, ensure_tables
+from jobs.tables import ALL_TABLES, FACT_EPISODE, SILVER, VOLATILE_COLUMNS
 from jobs.tasks import build_source
+from tests.helpers import fresh_catalog
 
 # Hanoi and Haiphong in January: the synthetic dry season holds multi-day episodes.
 KEYS = ("hanoi", "haiphong")
@@ -66,20 +67,6 @@ def test_the_cases_run_pieces_in_order_and_out_of_order():
     assert any(o != sorted(o) for o in orders)
 
 
-_catalogs = iter(range(1, 1000))
-
-
-def _catalog(spark, spark_settings, root):
-    from ray_backfill.sessions import catalog_conf
-
-    catalog = CatalogConfig(name=f"pieces{next(_catalogs)}", warehouse=str(root / "warehouse"))
-    catalog.warehouse_path.mkdir(parents=True)
-    for key, value in catalog_conf(catalog).items():
-        spark.conf.set(key, value)
-    ensure_tables(spark, catalog)
-    return spark_settings.replace(catalog=catalog)
-
-
 def _backfill(spark, settings, chunk, run_id):
     """Bronze, silver and gold over `chunk`, as jobs.tasks.run_task runs them (without its summary)."""
     inputs = load_inputs(PipelineConfig(locations=KEYS))
@@ -114,7 +101,7 @@ def _assert_same(got: dict, want: dict, what: str) -> None:
 @pytest.fixture(scope="module")
 def whole(spark, spark_settings, tmp_path_factory):
     """One run over the whole period: its rows, and the midnights that fall inside an episode."""
-    settings = _catalog(spark, spark_settings, tmp_path_factory.mktemp("whole"))
+    settings = fresh_catalog(spark, spark_settings, tmp_path_factory.mktemp("whole"), "pieces")
     _backfill(spark, settings, PERIOD, "whole")
     # the 24-h means at every midnight after the first reach back into the day before
     clean = spark.table(SILVER.qualified(settings.catalog))
@@ -138,7 +125,7 @@ def whole(spark, spark_settings, tmp_path_factory):
 def test_pieces_in_any_order_and_a_rerun_give_the_tables_of_one_run(spark, spark_settings, tmp_path, whole, seed):
     want, crossings = whole
     pieces, rerun = _case(seed, crossings)
-    settings = _catalog(spark, spark_settings, tmp_path)
+    settings = fresh_catalog(spark, spark_settings, tmp_path, "pieces")
     for i, piece in enumerate(pieces):
         _backfill(spark, settings, piece, f"piece{i}")
     order = ", ".join(f"{p.start}..{p.end}" for p in pieces)
