@@ -13,10 +13,12 @@ setup: $(VENV)/.installed jars
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	@java -version 2>&1 | grep -q '"17' || (echo "error: OpenJDK 17 is required (java -version)" >&2; exit 1)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
-	touch $@
+	@echo "setting up $(VENV): the Python dependencies (once)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@# setuptools warns that an editable install is one (BuildBackendWarning): known, not news
+	@PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test,bench]'
+	@touch $@
 
 jars: cluster/jvm-deps.txt cluster/fetch_jars.sh
 	@cluster/fetch_jars.sh "$(JARS)"

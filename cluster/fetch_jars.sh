@@ -13,5 +13,11 @@ grep -v -E '^\s*(#|$)' "$manifest" | while read -r coord; do
   jar="$dest/$artifact-$version.jar"
   if [[ -s "$jar" ]]; then continue; fi  # resolved before: nothing to do
   echo "fetching $coord" </dev/null >&2
-  mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coord" -DoutputDirectory="$dest" -Dmdep.overWriteIfNewer=true </dev/null >&2
+  # Maven's own output only when it fails (quiet, it still prints colour resets)
+  if ! out="$(mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coord" -DoutputDirectory="$dest" \
+                -Dmdep.overWriteIfNewer=true </dev/null 2>&1)"; then
+    echo "$out" >&2
+    echo "error: Maven could not fetch $coord (from $manifest)" >&2
+    exit 1
+  fi
 done

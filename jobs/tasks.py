@@ -33,7 +33,8 @@ DATA_STAGES: tuple[TaskStage, ...] = ("bronze", "silver", "gold")
 TASK_STAGES: tuple[TaskStage, ...] = ("prepare", *DATA_STAGES)
 
 SessionFactory = Callable[[], ContextManager[SparkSession]]
-# Called at "start" and "before_write": the fault drills of the tests hook in here.
+# Called at "start", "before_write" and "stop" (the session is about to stop): the fault drills of
+# the tests hook in here, and the worker tells its supervisor the task's phase.
 Checkpoint = Callable[[str], None]
 
 
@@ -129,6 +130,7 @@ def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: 
                 out.session_seconds = round(time.monotonic() - started, 2)
                 out.phases["session_start"] = _span(began)
                 _run_stage(task, spark, settings, inputs, out, fetching, began, checkpoint)
+                checkpoint("stop")
                 stop_started, stop_began = time.monotonic(), time.time()
             out.stop_seconds = round(time.monotonic() - stop_started, 2)
             out.phases["session_stop"] = _span(stop_began)

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from jobs.context import load_inputs
@@ -153,6 +154,13 @@ def _show_run(record) -> None:
         print(f"  {record.error}")
     print(Progress.bar(record))
     print(summary_table(record))
+    logs = {t.task_id: t.metrics["log"] for t in record.tasks if t.metrics.get("log")}
+    folders = {str(Path(path).parent) for path in logs.values()}
+    if len(folders) == 1:
+        print(f"logs: {folders.pop()} (one file per attempt: <task>.attempt<N>.log)")
+    else:  # on the nodes' own log folders
+        for task_id, path in logs.items():
+            print(f"  {task_id}: log {path}")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

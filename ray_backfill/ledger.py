@@ -500,6 +500,17 @@ def ledger_location(catalog: CatalogConfig) -> Path | str:
                       "(e.g. NFS) or an s3:// URI")
 
 
+def run_log_dir(catalog: CatalogConfig, run_id: str) -> Path | None:
+    """Where a run's attempt logs go: `<run>/logs/` next to its ledger when that is a local path
+    (all nodes see it: a local warehouse is refused on a cluster of several hosts); else None, and
+    each attempt logs under its node's Ray log folder (ray_backfill/executors/ray.py: attempt_log)."""
+    try:
+        where = ledger_location(catalog)
+    except ConfigError:
+        return None
+    return where / check_run_id(run_id) / "logs" if isinstance(where, Path) else None
+
+
 def open_ledger(catalog: CatalogConfig, env: Mapping[str, str] | None = None) -> RunLedger:
     """The RunLedger at `ledger_location(catalog)`; S3 settings come from the catalog and `env`."""
     where = ledger_location(catalog)

@@ -41,11 +41,12 @@ from ray_backfill.ledger import (
     driver_state,
     new_run_id,
     open_ledger,
+    run_log_dir,
     utcnow,
 )
 from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
 from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
-from ray_backfill.progress import Progress, summary_table
+from ray_backfill.progress import Flight, Progress, summary_table
 from ray_backfill.sessions import check_writers, ensure_warehouse
 
 EXECUTORS = ("ray", "sequential")
@@ -382,6 +383,7 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
     heartbeat = _Heartbeat(ledger, record).__enter__()
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
+    progress.start(record, executor.slots)
     try:
         loop = _Loop(request, record, executor, ledger, progress, retry)
         ok = True
@@ -445,14 +447,28 @@ def _report(record: RunRecord) -> dict:
     return data
 
 
+def _logs_line(request: BackfillRequest, record: RunRecord) -> str:
+    """Where the attempts' own output is."""
+    where = run_log_dir(request.settings.catalog, record.run_id)
+    if request.executor == "sequential":
+        return f"  logs:    {where / 'session.log'} (the one session's output)" if where else "  logs:    -"
+    if where is not None:
+        return f"  logs:    {where} (one file per attempt)"
+    return f"  logs:    each node's Ray log folder, ray-backfill/{record.run_id}/ (one file per attempt)"
+
+
 def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, echo) -> None:
+    """The run's outcome, then where its tables, report and logs are (or how to resume it)."""
     failed = [t for t in record.tasks if t.status in (ChunkStatus.FAILED, ChunkStatus.CANCELLED)]
     total = record.stage_seconds.get("total", 0)
+    catalog = request.settings.catalog
     if record.outcome == "succeeded":
-        catalog = request.settings.catalog
         catalog_at = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
-        echo(f"run {record.run_id} succeeded in {total:.1f}s; tables in catalog '{catalog.name}' "
-             f"({catalog.kind}: {catalog_at}), warehouse {_warehouse_text(catalog)}; report {report_path}")
+        echo(f"run {record.run_id} succeeded in {total:.1f}s")
+        echo(f"  tables:  catalog '{catalog.name}' ({catalog.kind}: {catalog_at}), "
+             f"warehouse {_warehouse_text(catalog)}")
+        echo(f"  report:  {report_path}")
+        echo(_logs_line(request, record))
         return
     echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
     if record.error:
@@ -461,6 +477,8 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
         echo(f"  {t.task_id}: {t.status.value} after {t.attempts} attempt(s): {t.error}")
     if any(t.stage == "bronze" for t in failed):
         echo("  silver and gold did not run: not every bronze chunk committed")
+    echo(f"  report:  {report_path}")
+    echo(_logs_line(request, record))
     echo(f"resume with: {resume_command(request)}")
 
 
@@ -480,11 +498,23 @@ class _Loop:
         self.ledger, self.progress, self.retry = ledger, progress, retry
         self.summary: list[TableSummary] | None = None  # what gold reported the tables hold
         self._told: list | None = None  # the upcoming attempts last told to the executor
+        self._shown = 0.0  # when the live display last learnt the attempts' phases
+        self._phases: dict[str, str] = {}
 
-    def _event(self, task: TaskRecord, line: str) -> None:
+    def _event(self, task: TaskRecord, line: str, started: bool = False) -> None:
         self.ledger.event(self.record, task)
         self.executor.observe(self.record, task)
-        self.progress.event(self.record, line)
+        self.progress.event(self.record, line, started=started)
+
+    def _show(self, in_flight: dict[int, "_InFlight"]) -> None:
+        """The live display's attempts in flight, with their phases (asked of the executor once a second)."""
+        if not self.progress.live:
+            return
+        if time.monotonic() - self._shown >= 1.0:
+            self._shown = time.monotonic()
+            self._phases = self.executor.phases([f.handle for f in in_flight.values()])
+        self.progress.flights([Flight(f.task.task_id, f.task.attempts, f.began,
+                                      self._phases.get(f.task.task_id, "starting")) for f in in_flight.values()])
 
     def _attempt(self, task: TaskRecord) -> Task:
         """The task's next attempt."""
@@ -524,7 +554,7 @@ class _Loop:
                     tries[task.task_id] = tries.get(task.task_id, 0) + 1
                     attempt = self._attempt(task)
                     task.move(ChunkStatus.RUNNING, attempts=attempt.attempt)
-                    self._event(task, f"  {task.task_id}: running (attempt {task.attempts})")
+                    self._event(task, f"  {task.task_id}: running (attempt {task.attempts})", started=True)
                     began = time.time()
                     handle = self.executor.start(attempt)
                     in_flight[id(handle)] = _InFlight(handle, task, began)
@@ -537,6 +567,7 @@ class _Loop:
                     if result.ended_at is None:
                         result.ended_at = round(time.time(), 3)
                     self._finish(flight.task, result, tries, not_before, queue)
+                self._show(in_flight)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
         except BaseException as exc:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running

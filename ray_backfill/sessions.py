@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from jobs.config import CatalogConfig, Settings, SparkConfig
@@ -164,8 +165,37 @@ def _end_gateway_jvm() -> None:
 
 
 @contextlib.contextmanager
-def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]:  # noqa: F821
-    """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit."""
+def _jvm_output_to(log_path: Path | None) -> Iterator[None]:
+    """Point this process's stdout and stderr (fds 1 and 2) at `log_path` while a JVM starts: the
+    JVM inherits them, so its output (Spark's console log, JVM warnings) goes to that file for its
+    whole life; ours comes back when the block ends. Nothing changes without a path."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for each in (fd, *saved):
+            os.close(each)
+
+
+@contextlib.contextmanager
+def spark_session(settings: Settings, app_name: str, log_path: Path | None = None) -> Iterator["SparkSession"]:  # noqa: F821
+    """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit.
+
+    With `log_path`, the session's JVM writes its output there instead of this process's console
+    (the baseline's session lives in the driver, whose console shows progress only)."""
     ensure_warehouse(settings.catalog)
     from pyspark import SparkContext
 
@@ -183,13 +213,14 @@ def spark_session(settings: Settings, app_name: str) -> Iterator["SparkSession"]
     conf = spark_conf(settings, jars)
     cds = _plan_cds(settings.spark, jars, conf) if settings.spark.class_data_sharing else None
     started = time.monotonic()
-    if settings.spark.mode == "local":
-        if cds is not None:
-            conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
-        session = _local_session(settings.spark, app_name, conf)
-        stop = session.stop
-    else:
-        session, stop = _raydp_session(settings.spark, app_name, conf, jars, cds.java_options if cds else "")
+    with _jvm_output_to(log_path):
+        if settings.spark.mode == "local":
+            if cds is not None:
+                conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
+            session = _local_session(settings.spark, app_name, conf)
+            stop = session.stop
+        else:
+            session, stop = _raydp_session(settings.spark, app_name, conf, jars, cds.java_options if cds else "")
     session.sparkContext.setLogLevel("ERROR")
     for key, value in catalog_secrets(settings.catalog).items():  # after start: never on a command line
         session.conf.set(key, value)

@@ -31,6 +31,7 @@ FAULTS_ENV = "RAY_BACKFILL_FAULTS"
 FAULTS_ENABLED_ENV = "RAY_BACKFILL_FAULT_DRILLS"
 STANDBY_FLAG = "--standby"
 QUEUE_FILE = "queued.json"  # next to the result file: the chunk's time held up at the source limiter
+PHASE_FILE = "phase"  # next to the result file: what the task is doing now, for the live progress
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -70,6 +71,30 @@ def _inject(task: "Task", point: str) -> None:
         print(f"[{task.task_id}] fault drill: holding before the write for {faults['sleep_before_write']}s",
               flush=True)
         time.sleep(float(faults["sleep_before_write"]))
+
+
+# the task's checkpoints, as the live progress names its phases
+PHASES = {"start": "session start", "before_write": "write", "stop": "session stop"}
+
+
+def write_phase(payload: dict, phase: str) -> None:
+    """Tell the supervisor the task's phase (it reads the file when the driver asks); best effort."""
+    if not payload.get("result_path"):
+        return
+    path = Path(payload["result_path"]).with_name(PHASE_FILE)
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(phase)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _checkpoint(payload: dict, task: "Task"):
+    def checkpoint(point: str) -> None:
+        write_phase(payload, PHASES.get(point, point))
+        _inject(task, point)
+    return checkpoint
 
 
 def _connect_throttle(payload: dict, task: "Task") -> "Throttle | None":
@@ -123,21 +148,23 @@ def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
     inputs = load_inputs(settings.pipeline)
     if standby is None:
         return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id),
-                        throttle=throttle, checkpoint=lambda point: _inject(task, point))
+                        throttle=throttle, checkpoint=_checkpoint(payload, task))
     import contextlib
 
     began, started = time.time(), time.monotonic()
+    write_phase(payload, "standby, session start")
     with spark_session(settings, task.task_id) as spark:
         # a first job loads the scheduler's and the executor's classes before the task's own job; a
         # JVM-only RDD, not a DataFrame: no code generation and no Python worker, so little CPU
         spark.sparkContext._jsc.sc().range(0, 1, 1, 1).count()
         ready_s, ready_at = round(time.monotonic() - started, 2), time.time()
         print(f"[{task.task_id}] standby: session up in {ready_s:.1f}s, waiting for its turn", flush=True)
+        write_phase(payload, "standby, session up")
         if not standby.readline():
             print(f"[{task.task_id}] standby: not needed, stopping its session", flush=True)
             return None
         outcome = run_task(task, settings, inputs, lambda: contextlib.nullcontext(spark),
-                           throttle=throttle, checkpoint=lambda point: _inject(task, point))
+                           throttle=throttle, checkpoint=_checkpoint(payload, task))
         stop_began, stop_started = time.time(), time.monotonic()
     # the session started before the task's turn and stops after its work: say so in its phases
     outcome.session_seconds = ready_s

@@ -79,7 +79,8 @@ def test_a_clean_run_runs_every_task_once_in_phase_order_within_the_slots(tmp_pa
     assert [t.rows for t in record.by_stage("bronze")] == [100] * 4
     on_disk = open_ledger(_request(tmp_path).settings.catalog).load(record.run_id)
     assert on_disk.outcome == "succeeded" and _states(on_disk) == _states(record)
-    assert lines[-1].startswith(f"run {record.run_id} succeeded")
+    assert lines[-4].startswith(f"run {record.run_id} succeeded in ")
+    assert [line.split(":")[0].strip() for line in lines[-3:]] == ["tables", "report", "logs"]
 
 
 def test_a_failed_attempt_is_retried_after_a_growing_backoff(tmp_path):

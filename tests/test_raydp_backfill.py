@@ -5,6 +5,7 @@ gives the same tables."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -70,7 +71,7 @@ def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, p
     assert all(t["peak_rss_mb"] and t["peak_rss_mb"] > 100 for t in tasks.values())
     assert ledger["request"]["settings"]["catalog"]["kind"] == "postgres"
     assert ledger["request"]["settings"]["spark"]["mode"] == "raydp"
-    assert f"tables in catalog '{NAME}' (postgres: {postgres.jdbc_uri})" in done.stdout
+    assert f"tables:  catalog '{NAME}' (postgres: {postgres.jdbc_uri})" in done.stdout
     assert "succeeded" in done.stdout and "resume" not in done.stdout
     report = json.loads((warehouse / "_ray_backfill" / "runs" / run_id / "report.json").read_text())
     assert {"bronze", "silver", "gold", "total"} <= set(report["stage_seconds"])
@@ -98,12 +99,42 @@ def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, p
     assert spark.sql(f"SELECT count(*) FROM {BRONZE.qualified(catalog)}.snapshots").first()[0] == 2
 
 
+# what a healthy run must not print: the JVMs', Spark's, py4j's and Ray's own chatter
+NOISE = re.compile(r"WARN|ERROR|Warning|Exception|Traceback|py4j|raylet|GcsClient|ChunkSupervisor pid|CDS")
+
+
+def test_the_console_shows_the_run_only_and_each_attempt_has_its_own_log(pg_run):
+    done = pg_run.done
+    assert done.returncode == 0
+    printed = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in printed if NOISE.search(line)], printed
+    assert len(printed) <= 40, printed
+    run_id = run_id_from(done.stdout)
+    logs = pg_run.warehouse / "_ray_backfill" / "runs" / run_id / "logs"
+    assert f"  logs:    {logs} (one file per attempt)" in printed
+    for task in read_ledger(pg_run.warehouse, run_id)["tasks"]:
+        path = Path(task["metrics"]["log"])
+        assert path == logs / f"{task['task_id']}.attempt{task['attempts']}.log"
+        text = path.read_text()
+        # its header, its own Python logging, and the JVM's console (Spark's log4j says where it logs)
+        assert text.startswith(f"# ray-backfill run {run_id}, {task['task_id']} attempt 1"), text[:300]
+        assert f"spark session {task['task_id']} (" in text, text[-2000:]
+        assert "Setting default log level" in text, text[-2000:]
+    status = run_cli("status", run_id, "--warehouse", str(pg_run.warehouse))
+    assert status.returncode == 0, status.stderr
+    assert f"logs: {logs} (one file per attempt: <task>.attempt<N>.log)" in status.stdout
+
+
 def test_the_sequential_baseline_gives_identical_tables(pg_run, postgres, spark, tmp_path):
     assert pg_run.done.returncode == 0
     seq_wh = tmp_path / "seq"
     seq = run_cli("run", *RANGE, *LOCS, "--warehouse", str(seq_wh), "--executor", "sequential",
                   "--spark-mode", "local", "--catalog-name", "seqrun")
     assert seq.returncode == 0, seq.stdout[-3000:] + seq.stderr[-3000:]
+    # its one session lives in the driver: the JVM's output goes to the run's session.log, not the console
+    assert not [line for line in (seq.stdout + seq.stderr).splitlines() if NOISE.search(line)], seq.stdout + seq.stderr
+    session_log = seq_wh / "_ray_backfill" / "runs" / run_id_from(seq.stdout) / "logs" / "session.log"
+    assert "Setting default log level" in session_log.read_text()
     ray_sums = checksums(spark, attach_catalog(spark, pg_run.warehouse, NAME, kind="postgres", uri=postgres.jdbc_uri,
                                                user=postgres.user, password=postgres.password))
     seq_sums = checksums(spark, attach_catalog(spark, seq_wh, "seqrun"))

@@ -36,6 +36,8 @@ class TaskResult:
     standby: bool = False
     # another attempt cannot succeed (bad input, a request the source refuses): not retried
     permanent: bool = False
+    # the attempt's own output (its process's logging, Spark's, the JVMs'), on its node
+    log_path: str | None = None
 
     @property
     def rows(self) -> int:
@@ -44,7 +46,7 @@ class TaskResult:
     def metrics(self) -> dict:
         """The attempt's phase seconds, spans and source counters, as the ledger keeps them."""
         data: dict = {"started_at": self.started_at, "ended_at": self.ended_at, "worker_pid": self.worker_pid,
-                      "standby": self.standby or None}
+                      "standby": self.standby or None, "log": self.log_path}
         if self.outcome is not None:
             o = self.outcome
             data.update(fetch_seconds=o.fetch_seconds, write_seconds=o.write_seconds, stop_seconds=o.stop_seconds,
@@ -55,7 +57,8 @@ class TaskResult:
         return {"ok": self.ok, "outcome": self.outcome.to_json() if self.outcome else None, "error": self.error,
                 "cancelled": self.cancelled, "seconds": self.seconds, "node_id": self.node_id,
                 "peak_rss_mb": self.peak_rss_mb, "started_at": self.started_at, "ended_at": self.ended_at,
-                "worker_pid": self.worker_pid, "standby": self.standby, "permanent": self.permanent}
+                "worker_pid": self.worker_pid, "standby": self.standby, "permanent": self.permanent,
+                "log_path": self.log_path}
 
     @classmethod
     def from_json(cls, data: dict) -> "TaskResult":
@@ -125,6 +128,11 @@ class Executor(abc.ABC, Generic[Handle]):
     def limiter_snapshot(self) -> dict | None:
         """The run's source limiter: its limits and what it granted; None without one."""
         return None
+
+    def phases(self, handles: list[Handle]) -> dict[str, str]:
+        """What each attempt in flight is doing (task id -> phase), as far as the executor knows;
+        for the live display. Default: nothing known."""
+        return {}
 
 
 def tree_rss_mb(pid: int) -> float:

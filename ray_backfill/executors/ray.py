@@ -32,9 +32,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from jobs.config import Settings, secret_env, settings_to_dict
 from jobs.tasks import Task
 from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
+from ray_backfill.ledger import run_log_dir
 from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.worker import QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
+from ray_backfill.worker import PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,30 @@ def _kill_tree(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         proc.wait(timeout=5)
 
 
+def attempt_log(payload: dict) -> Path:
+    """The attempt's log file: under the payload's `log_dir` (the run's folder next to its local
+    ledger), else under this node's Ray log folder; `<task>.attempt<N>.log`."""
+    task = payload["task"]
+    if payload.get("log_dir"):
+        folder = Path(payload["log_dir"])
+    else:
+        node = getattr(ray._private.worker, "_global_node", None)
+        base = Path(node.get_logs_dir_path()) if node is not None else Path(tempfile.gettempdir())
+        folder = base / "ray-backfill" / task["run_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{task['task_id']}.attempt{task['attempt']}.log"
+
+
+def _pump(stream, log_path: Path) -> None:
+    """Copy the attempt's output (its Python logging, Spark's and the JVMs') to its log file, and to
+    this actor's own log, which the dashboard shows per actor; never to the driver's console."""
+    with open(log_path, "a", encoding="utf-8", buffering=1) as out:
+        for line in stream:
+            out.write(line)
+            sys.stdout.write(line)
+        sys.stdout.flush()
+
+
 @ray.remote(num_cpus=0, max_concurrency=3)
 class ChunkSupervisor:
     """Runs one task attempt in a child process on this actor's node, started cold or as a standby.
@@ -83,12 +108,19 @@ class ChunkSupervisor:
         self._spawned = 0.0
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
+        self._log: Path | None = None
+        self._pumping: threading.Thread | None = None
 
     def _spawn(self, payload: dict, env: dict, standby: bool) -> None:
         task = payload["task"]
         workdir = Path(tempfile.mkdtemp(prefix=f"rbf-{task['task_id']}-"))
         payload = {**payload, "result_path": str(workdir / "result.json")}
         (workdir / "task.json").write_text(json.dumps(payload))
+        self._log = attempt_log(payload)
+        with open(self._log, "a", encoding="utf-8") as head:
+            head.write(f"# ray-backfill run {task['run_id']}, {task['task_id']} attempt {task['attempt']}"
+                       f"{' (standby)' if standby else ''}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+                       f"on {os.uname().nodename}\n")
         # No preexec_fn: with one, CPython runs the at-fork handlers, and gRPC's close this actor's
         # connections (seen: "ActorUnavailableError ... Socket closed"). The worker arranges to die
         # with this process itself (ray_backfill.worker.die_with_parent).
@@ -96,8 +128,11 @@ class ChunkSupervisor:
             [sys.executable, "-m", "ray_backfill.worker", *([STANDBY_FLAG] if standby else []),
              str(workdir / "task.json")],
             env={**os.environ, **env, SUPERVISOR_PID_ENV: str(os.getpid())},
-            start_new_session=True, stdin=subprocess.PIPE if standby else subprocess.DEVNULL, text=True,
+            start_new_session=True, stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         )
+        self._pumping = threading.Thread(target=_pump, args=(self._proc.stdout, self._log), daemon=True)
+        self._pumping.start()
         self._payload, self._spawned = payload, time.monotonic()
 
     def standby(self, payload: dict, env: dict) -> int:
@@ -158,8 +193,20 @@ class ChunkSupervisor:
         result.node_id, result.peak_rss_mb = node_id, round(peak, 1)
         result.seconds = round(time.monotonic() - started, 2)
         result.worker_pid, result.standby = proc.pid, standby
+        if self._pumping is not None:  # the output's last lines, before the result names the file
+            self._pumping.join(timeout=5)
+        result.log_path = str(self._log)
         _remove_workdir(payload)  # the task and result files: read, no longer needed
         return result
+
+    def phase(self) -> str:
+        """What the attempt is doing now (the worker's last checkpoint), for the live progress."""
+        if self._payload is None:
+            return "starting"
+        try:
+            return Path(self._payload["result_path"]).with_name(PHASE_FILE).read_text() or "starting"
+        except OSError:
+            return "starting"
 
     def cancel(self) -> None:
         """Stop the attempt: a running one ends as cancelled; a waiting standby is torn down."""
@@ -219,13 +266,23 @@ class RayExecutor(Executor[_Attempt]):
         self._limiter_ref: dict | None = None
         self._in_flight: Counter[str] = Counter()  # this run's attempts per node, now
         self._started: Counter[str] = Counter()  # and in all
+        self.log_dir = run_log_dir(settings.catalog, run_id)
+        self._phase_asked: dict[_Attempt, object] = {}  # an attempt's phase() call not yet answered
+        self._phases: dict[_Attempt, str] = {}
 
     def __enter__(self) -> "RayExecutor":
         dashboard = None
         if not ray.is_initialized():
-            context = ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
-                               namespace=f"rbf-{self.run_id}", log_to_driver=True,
-                               include_dashboard=None, logging_level=logging.WARNING)
+            # the attempts' output goes to their log files and their actors' logs (the dashboard),
+            # not to this console; nor does the notice that a local cluster has token auth (Ray's default)
+            notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            level, _ = notice.level, notice.setLevel(logging.ERROR)
+            try:
+                context = ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
+                                   namespace=f"rbf-{self.run_id}", log_to_driver=False,
+                                   include_dashboard=None, logging_level=logging.WARNING)
+            finally:
+                notice.setLevel(level)
             dashboard = getattr(context, "dashboard_url", None)
             self._started_ray = True
         try:  # before any chunk: a catalog or warehouse the nodes' hosts cannot share is refused
@@ -317,7 +374,29 @@ class RayExecutor(Executor[_Attempt]):
         self._metrics.observe(self.run_id, record, task)
 
     def _task_payload(self, task: Task) -> dict:
-        return {"task": task.to_json(), "settings": settings_to_dict(self.settings), "limiter": self._limiter_ref}
+        return {"task": task.to_json(), "settings": settings_to_dict(self.settings), "limiter": self._limiter_ref,
+                "log_dir": str(self.log_dir) if self.log_dir else None}
+
+    def phases(self, handles: list[_Attempt]) -> dict[str, str]:
+        """Each attempt's phase as its supervisor last told it (task id -> phase); asks again
+        without waiting, so the answer is at most one call old."""
+        for h in list(self._phase_asked):
+            if h not in handles:
+                self._phase_asked.pop(h)
+                self._phases.pop(h, None)
+        asked = {ref: h for h, ref in self._phase_asked.items()}
+        if asked:
+            ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=0)
+            for ref in ready:
+                h = asked[ref]
+                with contextlib.suppress(Exception):
+                    self._phases[h] = ray.get(ref)
+                del self._phase_asked[h]
+        for h in handles:
+            if h not in self._phase_asked:
+                with contextlib.suppress(Exception):
+                    self._phase_asked[h] = h.actor.phase.remote()
+        return {h.task.task_id: self._phases.get(h, "starting") for h in handles}
 
     def limiter_snapshot(self) -> dict | None:
         """The shared limiter's limits and counters, for the run report."""

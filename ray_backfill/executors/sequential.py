@@ -12,12 +12,14 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobs.config import Settings
 from jobs.context import StageInputs
 from jobs.sources.limits import LocalThrottle, RateLimiter
 from jobs.tasks import Task, run_task, warm_session
 from ray_backfill.executors.base import Executor, PeakRss, TaskResult, error_line, is_permanent
+from ray_backfill.ledger import run_log_dir
 from ray_backfill.sessions import spark_session
 
 
@@ -43,12 +45,16 @@ class SequentialExecutor(Executor[_Done]):
         self.inputs = inputs
         self.run_id = run_id
         self.spark = None
+        self._log: Path | None = None  # the session's output
         self._stack = contextlib.ExitStack()
         self._limiter = (RateLimiter(source.limits, lease_ttl_s=source.timeout_s + 30)
                          if source.kind == "open-meteo" and not source.limits.is_unlimited else None)
 
     def __enter__(self) -> "SequentialExecutor":
-        self.spark = self._stack.enter_context(spark_session(self.settings, f"backfill-{self.run_id}"))
+        logs = run_log_dir(self.settings.catalog, self.run_id)
+        self._log = logs / "session.log" if logs else None
+        self.spark = self._stack.enter_context(spark_session(self.settings, f"backfill-{self.run_id}",
+                                                             log_path=self._log))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,6 +73,7 @@ class SequentialExecutor(Executor[_Done]):
         result.seconds = round(time.monotonic() - started, 2)
         result.started_at, result.ended_at = round(began, 3), round(time.time(), 3)
         result.peak_rss_mb = rss.peak_mb
+        result.log_path = str(self._log) if self._log else None
         return _Done(task, result)
 
     def limiter_snapshot(self) -> dict | None:
