@@ -133,7 +133,7 @@ class TaskRecord:
         self.updated_at = utcnow()
 
     def log_attempt(self, entry: dict) -> None:
-        """Keep an attempt that did not succeed (`attempt_entry`) in `history`, dropping the oldest past HISTORY_KEPT."""
+        """Keep an attempt that did not succeed (`attempt_entry`), dropping the oldest past HISTORY_KEPT."""
         self.history = [*self.history, entry][-HISTORY_KEPT:]
 
     def to_json(self) -> dict:

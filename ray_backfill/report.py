@@ -70,6 +70,11 @@ class Attempt:
         return min(starts), max(ends)
 
     @property
+    def turn(self) -> tuple[float, float]:
+        """From its turn (when it took its slot) to its last sign of life: what its slot's lane holds."""
+        return self.started_at, self.span[1]
+
+    @property
     def label(self) -> str:
         return self.task_id if self.attempt == 1 else f"{self.task_id} #{self.attempt}"
 
@@ -153,7 +158,7 @@ def _node_names(attempts: list[Attempt]) -> dict[str, str]:
 
 
 def _tip(a: Attempt, lane_name: str) -> str:
-    start, end = a.span
+    start = a.span[0]
     lines = [f"{a.task_id} · attempt {a.attempt} · {a.status}", lane_name,
              f"{_clock(a.started_at)} → {_clock(a.ended_at)} UTC ({seconds_text(a.ended_at - a.started_at)})"]
     if a.phases:
@@ -190,7 +195,7 @@ def timeline_svg(attempts: list[Attempt]) -> str:
     y = 30.0
     for node, name in names.items():
         mine = [a for a in attempts if a.node == node]
-        for a, lane in zip(mine, pack_lanes([a.span for a in mine])):
+        for a, lane in zip(mine, pack_lanes([a.turn for a in mine])):
             a.lane = lane
         nlanes = max(a.lane for a in mine) + 1
         rows.append(f'<text class="node" x="8" y="{y + 12:.1f}">{esc(name)}</text>'
@@ -201,7 +206,7 @@ def timeline_svg(attempts: list[Attempt]) -> str:
             places = []
             for a in in_lane:
                 w = len(a.label) * CHAR_W
-                places.append((min(max(x(a.span[0]), LEFT), WIDTH - RIGHT - w), w))
+                places.append((min(max(x(a.started_at), LEFT), WIDTH - RIGHT - w), w))
             label_rows = _label_rows(places)
             rows.append(f'<text class="lane" x="20" y="{y + 15:.1f}">slot {lane + 1}</text>')
             for a, (lx, _), row in zip(in_lane, places, label_rows):
@@ -217,7 +222,7 @@ def timeline_svg(attempts: list[Attempt]) -> str:
         axis.append(f'<line class="grid" x1="{tx:.1f}" x2="{tx:.1f}" y1="22" y2="{height:.1f}"/>'
                     f'<text class="tick" x="{tx:.1f}" y="14">{esc(_tick_text(tick))}</text>')
         tick += step
-    barrier = [a.span[0] for a in attempts if a.stage == "silver"]
+    barrier = [a.started_at for a in attempts if a.stage == "silver"]  # its turn: every chunk committed
     if barrier:
         bx = x(min(barrier))
         axis.append(f'<line class="barrier" x1="{bx:.1f}" x2="{bx:.1f}" y1="22" y2="{height:.1f}"/>'
@@ -242,7 +247,8 @@ _PATTERNS = (
 
 
 def _bar(a: Attempt, x, y: float, label_x: float, label_y: float, lane_name: str) -> str:
-    start, end = a.span
+    """The attempt's bar from its turn on; what a standby did before its turn, a strip above it."""
+    start, end = a.turn
     x0, x1 = x(start), x(end)
     w = max(x1 - x0, 2.0)
     fill = {"failed": "url(#hatch-failed)", "cancelled": "url(#hatch-cancelled)"}.get(a.status, "#eef1f6")
@@ -251,13 +257,18 @@ def _bar(a: Attempt, x, y: float, label_x: float, label_y: float, lane_name: str
              f'fill="{fill}" stroke="{stroke}"/>']
     for name, (p0, p1) in sorted(a.phases.items(), key=lambda kv: kv[1][0]):
         _, colour, track = PHASES[name]
-        py, ph = (y + 1, TRACK_H - 1) if track == "session" else (y + TRACK_H + 1, BAR_H - TRACK_H - 2)
         paint = "url(#hatch-standby)" if name == "standby" else colour
+        if p0 < start:  # before its turn: the standby's strip
+            parts.append(f'<rect class="phase {name} ahead" x="{x(p0):.1f}" y="{y - 7:.1f}" '
+                         f'width="{max(x(min(p1, start)) - x(p0), 1):.1f}" height="5" fill="{paint}"/>')
+            p0 = start
+        if p1 <= p0:
+            continue
+        py, ph = (y + 1, TRACK_H - 1) if track == "session" else (y + TRACK_H + 1, BAR_H - TRACK_H - 2)
         parts.append(f'<rect class="phase {name}" x="{x(p0):.1f}" y="{py:.1f}" width="{max(x(p1) - x(p0), 1):.1f}" '
                      f'height="{ph}" fill="{paint}"/>')
     if a.standby:  # the moment its turn came
-        tx = x(a.started_at)
-        parts.append(f'<line class="turn" x1="{tx:.1f}" x2="{tx:.1f}" y1="{y - 2:.1f}" y2="{y + BAR_H + 2:.1f}"/>')
+        parts.append(f'<line class="turn" x1="{x0:.1f}" x2="{x0:.1f}" y1="{y - 8:.1f}" y2="{y + BAR_H + 2:.1f}"/>')
     mark = {"failed": " ✕", "cancelled": " ⊘"}.get(a.status, "")
     parts.append(f'<line class="leader" x1="{x0 + 0.5:.1f}" x2="{x0 + 0.5:.1f}" y1="{y + BAR_H:.1f}" '
                  f'y2="{label_y - 9:.1f}"/>' if label_y - 9 > y + BAR_H + 2 else "")
@@ -282,7 +293,7 @@ def memory_svg(tasks: list[dict]) -> str:
         w = max(t["peak_rss_mb"] / top * plot_w, 2)
         colour = STAGE_COLOURS.get(t["stage"], "#9aa3b2") if t.get("status") == "succeeded" else FAILED
         tip = (f"{t['task_id']} · {t.get('status')} · attempt {t.get('attempts')}\n"
-               f"peak {t['peak_rss_mb']:,.0f} MiB (its process and every child, sampled 4× a second)")
+               f"peak {t['peak_rss_mb']:,.0f} MiB (its process and every child)")
         parts.append(f'<g class="mem" data-tip="{esc(tip)}">'
                      f'<text class="lane" x="{LEFT - 8}" y="{y + 13}" text-anchor="end">{esc(t["task_id"])}</text>'
                      f'<rect x="{LEFT}" y="{y + 2}" width="{w:.1f}" height="{row - 6}" rx="2" fill="{colour}"/>'
@@ -316,7 +327,8 @@ def _columns_svg(svg_id: str, minutes: list[dict], key: str, limit: float | None
     step = plot_w / len(minutes)
     bar_w = min(step * 0.8, 48)
     parts = [f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}"/>',
-             f'<text class="tick" x="{LEFT - 8}" y="{base - plot_h + 10:.0f}" text-anchor="end">{top / 1.12:,.0f}</text>',
+             f'<text class="tick" x="{LEFT - 8}" y="{base - plot_h + 10:.0f}" text-anchor="end">'
+             f'{top / 1.12:,.0f}</text>',
              f'<text class="tick" x="{LEFT - 8}" y="{base}" text-anchor="end">0</text>']
     label_every = max(1, round(len(minutes) / 12))
     for i, (m, v) in enumerate(zip(minutes, values)):
@@ -403,8 +415,9 @@ def tables_section(report: dict) -> str:
         count = s.get("rows")
         span = f"{s['first']} .. {s['last']}" if s.get("first") else ""
         shown = count if count is not None else written.get(name, 0)
-        rows.append(f'<tr><td class="mono">{esc(name)}</td><td class="num">{_number(count) if count is not None else "—"}'
-                    f'</td><td class="num">{_number(written[name]) if name in written else "—"}</td>'
+        rows.append(f'<tr><td class="mono">{esc(name)}</td>'
+                    f'<td class="num">{_number(count) if count is not None else "—"}</td>'
+                    f'<td class="num">{_number(written[name]) if name in written else "—"}</td>'
                     f'<td class="barcell"><span class="hbar" style="width:{shown / top * 100:.1f}%"></span></td>'
                     f'<td class="mono muted">{esc(span)}</td></tr>')
     note = "" if now else '<p class="muted">Gold did not run: rows written by this run only.</p>'
@@ -456,9 +469,11 @@ def _task_table(tasks: list[dict]) -> str:
         status = t.get("status", "")
         retried = len(t.get("history") or [])
         rows.append(
-            f'<tr><td class="mono">{esc(t["task_id"])}</td><td><span class="pill {esc(status)}">{esc(status)}</span></td>'
+            f'<tr><td class="mono">{esc(t["task_id"])}</td>'
+            f'<td><span class="pill {esc(status)}">{esc(status)}</span></td>'
             f'<td class="num">{t.get("attempts", 0)}{" (" + str(retried) + " not ok)" if retried else ""}</td>'
-            f'<td class="num">{_number(t.get("rows", 0))}</td><td class="num">{seconds_text(t.get("seconds") or 0)}</td>'
+            f'<td class="num">{_number(t.get("rows", 0))}</td>'
+            f'<td class="num">{seconds_text(t.get("seconds") or 0)}</td>'
             f'<td class="num">{_number(round(t["peak_rss_mb"])) if t.get("peak_rss_mb") else "—"}</td>'
             f'<td class="mono muted">{esc((t.get("node_id") or "—")[:12])}</td>'
             f'<td class="err">{esc(t.get("error") or "") if status != "succeeded" else ""}</td></tr>')
@@ -475,7 +490,7 @@ def _legend() -> str:
                "cancelled attempt ⊘")]
     return '<div class="legend">' + "".join(
         f'<span><i style="{style}"></i>{esc(label)}</span>' for style, label in items) + (
-        '<span><i class="turn-key"></i>a standby\'s turn</span></div>')
+        '<span><i class="turn-key"></i>a standby\'s turn (the strip above its bar: before it)</span></div>')
 
 
 def _session_start(report: dict) -> float | None:
@@ -491,8 +506,8 @@ def render_html(report: dict) -> str:
     tasks = report.get("tasks", [])
     attempts = attempts_of(report)
     began = _session_start(report)
-    earlier = [a for a in attempts if began is not None and a.span[1] < began]
-    attempts = [a for a in attempts if a not in earlier]
+    earlier = {a.task_id for a in attempts if began is not None and a.span[1] < began}
+    attempts = [a for a in attempts if began is None or a.span[1] >= began]
     request = report.get("request") or {}
     outcome = report.get("outcome") or "unfinished"
     bronze = [t for t in tasks if t["stage"] == "bronze"]
@@ -509,7 +524,7 @@ def render_html(report: dict) -> str:
         cards.append(("source requests", f"{client.get('requests', 0):,} ({client.get('responses_429', 0)} × 429)"))
     stage_bar = _stage_bar(report.get("stage_seconds") or {}, total)
     t0 = min((a.span[0] for a in attempts), default=None)
-    note = (f'<p class="muted">{len({a.task_id for a in earlier})} task(s) ran in an earlier session of this run '
+    note = (f'<p class="muted">{len(earlier)} task(s) ran in an earlier session of this run (before a resume) '
             f'and are not drawn.</p>') if earlier else ""
     error = f'<p class="run-error">{esc(report["error"])}</p>' if report.get("error") else ""
     title = f"Run {report.get('run_id', '')} — {outcome}"

@@ -408,7 +408,8 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         report = _report(record)
         report_path = ledger.save_report(record.run_id, report)
         try:  # the page is for reading: a bug drawing it must not cost the run's closing lines
-            report_path = ledger.save_report_html(record.run_id, render_html({**report, "settings": record.request["settings"]}))
+            page = render_html({**report, "settings": record.request["settings"]})
+            report_path = ledger.save_report_html(record.run_id, page)
         except Exception as exc:
             echo(f"report.html not written ({error_line(exc)}); the report is in {report_path}")
         echo(summary_table(record))

@@ -22,7 +22,7 @@ from jobs.config import CatalogConfig, PipelineConfig, Settings, SourceConfig
 from jobs.dates import DateRange
 from jobs.sources.limits import RateLimiter, SourceLimits
 from jobs.sources.openmeteo import ClientStats
-from jobs.tasks import Task, TaskOutcome
+from jobs.tasks import Task
 from ray_backfill.executors.base import TaskResult
 from ray_backfill.ledger import HISTORY_KEPT, ChunkStatus, TaskRecord, attempt_entry
 from ray_backfill.progress import Progress
@@ -83,12 +83,14 @@ class RealisticExecutor(InMemoryExecutor):
                 stats.weighted_calls += 1.7
                 stats.responses_429 += status == 429
         if result.outcome is not None:
-            split = began + (now - began) / 3
+            # a standby's session was up 10 ms before its turn came; a cold one comes up a third into the attempt
+            split = began + 0.01 if standby else began + (now - began) / 3
             result.outcome.phases = {"session_start": [round(began, 3), round(split, 3)],
                                      "session_stop": [round(now - 0.002, 3), round(now, 3)]}
             if task.stage == "bronze":
-                result.outcome.phases.update(fetch=[round(began, 3), round(split + 0.002, 3)],
-                                             write=[round(split + 0.002, 3), round(now - 0.002, 3)])
+                mid = (result.started_at + now) / 2  # the fetch begins with the task, at its turn
+                result.outcome.phases.update(fetch=[result.started_at, round(mid, 3)],
+                                             write=[round(mid, 3), round(now - 0.002, 3)])
                 result.outcome.source_stats = dataclasses.asdict(stats)
 
     def limiter_snapshot(self) -> dict:
@@ -126,6 +128,14 @@ def test_every_run_end_writes_report_html_next_to_report_json_and_names_it_last(
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # nothing fetched: opens offline
 
 
+def test_status_names_the_report(failed_run, capsys):
+    from ray_backfill.cli import main
+
+    record, _, page = failed_run
+    assert main(["status", record.run_id, "--warehouse", str(page.parents[3])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"report {page}"
+
+
 def test_the_ledger_keeps_every_attempt_that_did_not_succeed(failed_run):
     record = failed_run[0]
     history = {t.task_id: [(h["attempt"], h["status"]) for h in t.history] for t in record.tasks}
@@ -133,7 +143,8 @@ def test_the_ledger_keeps_every_attempt_that_did_not_succeed(failed_run):
     assert history[BRONZE[3]] == [(1, "failed"), (2, "failed"), (3, "failed")]
     assert history[BRONZE[0]] == history["prepare"] == [] and record.task("silver").status == ChunkStatus.PENDING
     drawn = attempts_of({"tasks": [t.to_json() for t in record.tasks]})
-    assert len(drawn) == 1 + 3 + 1 + 3  # prepare, a success per chunk but the last, the retried one's failure, 3 failures
+    # prepare, a success of each chunk but the last, the retried one's failure, the last one's 3 failures
+    assert len(drawn) == 1 + 3 + 1 + 3
     assert all(a.ended_at >= a.started_at and a.node in NODES for a in drawn)
     assert [a.standby for a in drawn if a.task_id == BRONZE[2]] == [True]
     assert sum(a.phases.get("standby") is not None for a in drawn) >= 1  # its session waited for its turn
@@ -177,7 +188,8 @@ def test_text_from_the_ledger_is_escaped(failed_run):
     record = failed_run[0]
     data = record.to_json()
     began = data["tasks"][1]["metrics"]["started_at"]
-    data["tasks"][1]["history"] = [attempt_entry(1, "failed", began - 0.5, began - 0.1, error="<script>alert(1)</script>")]
+    data["tasks"][1]["history"] = [attempt_entry(1, "failed", began - 0.5, began - 0.1,
+                                                 error="<script>alert(1)</script>")]
     data["error"] = "<img src=x onerror=alert(2)>"
     text = render_html(data)
     assert "<script>alert" not in text and "<img src=x" not in text and "&lt;script&gt;alert(1)" in text
@@ -276,6 +288,7 @@ def test_the_report_renders_in_chromium_without_errors_and_shows_every_attempt(b
     assert sum(counts) == 3 == sum(m["responses_429"] for m in record.source["limiter"]["per_minute"])
     body = browser.find_element(By.TAG_NAME, "body").text
     assert PASSWORD not in body and API_KEY not in body
-    written = {r.text.split()[0]: r.text.split()[1:3] for r in browser.find_elements(By.CSS_SELECTOR, "#tables tbody tr")}
+    rows = browser.find_elements(By.CSS_SELECTOR, "#tables tbody tr")
+    written = {r.text.split()[0]: r.text.split()[1:3] for r in rows}
     assert written["bronze"] == ["—", "300"]  # gold never ran; three chunks wrote 100 rows each
     assert _severe(browser) == []
