@@ -37,6 +37,8 @@ LEFT = 150  # the label column of the timeline and the memory chart
 RIGHT = 24
 BAR_H, TRACK_H = 22, 9  # an attempt's bar, and its upper (session) track
 LABEL_H, LABEL_FONT = 13, 11
+MAX_LABEL_ROWS = 6  # text rows under a lane; a label that fits in none is left to the bar's tooltip
+MAX_NAMED_BARS = 80  # memory bars with the task's name beside them
 CHAR_W = 0.62 * LABEL_FONT  # a label's width per character, a little over the usual sans-serif's
 
 
@@ -60,7 +62,6 @@ class Attempt:
     phases: dict[str, list[float]] = field(default_factory=dict)
     peak_rss_mb: float | None = None
     error: str | None = None
-    lane: int = 0
 
     @property
     def span(self) -> tuple[float, float]:
@@ -195,14 +196,12 @@ def timeline_svg(attempts: list[Attempt]) -> str:
     y = 30.0
     for node, name in names.items():
         mine = [a for a in attempts if a.node == node]
-        for a, lane in zip(mine, pack_lanes([a.turn for a in mine])):
-            a.lane = lane
-        nlanes = max(a.lane for a in mine) + 1
+        lanes = pack_lanes([a.turn for a in mine])
         rows.append(f'<text class="node" x="8" y="{y + 12:.1f}">{esc(name)}</text>'
                     f'<line class="sep" x1="0" x2="{WIDTH}" y1="{y - 6:.1f}" y2="{y - 6:.1f}"/>')
         y += 18
-        for lane in range(nlanes):
-            in_lane = [a for a in mine if a.lane == lane]
+        for lane in range(max(lanes) + 1):
+            in_lane = [a for a, n in zip(mine, lanes) if n == lane]
             places = []
             for a in in_lane:
                 w = len(a.label) * CHAR_W
@@ -210,8 +209,9 @@ def timeline_svg(attempts: list[Attempt]) -> str:
             label_rows = _label_rows(places)
             rows.append(f'<text class="lane" x="20" y="{y + 15:.1f}">slot {lane + 1}</text>')
             for a, (lx, _), row in zip(in_lane, places, label_rows):
-                rows.append(_bar(a, x, y, lx, y + BAR_H + LABEL_H * (row + 1) - 2, f"{name}, slot {lane + 1}"))
-            y += BAR_H + LABEL_H * (max(label_rows) + 1) + 12
+                label_y = y + BAR_H + LABEL_H * (row + 1) - 2 if row < MAX_LABEL_ROWS else None
+                rows.append(_bar(a, x, y, lx, label_y, f"{name}, slot {lane + 1}"))
+            y += BAR_H + LABEL_H * min(max(label_rows) + 1, MAX_LABEL_ROWS) + 12
         y += 6
     height = y + 4
     axis = []
@@ -246,7 +246,7 @@ _PATTERNS = (
 )
 
 
-def _bar(a: Attempt, x, y: float, label_x: float, label_y: float, lane_name: str) -> str:
+def _bar(a: Attempt, x, y: float, label_x: float, label_y: float | None, lane_name: str) -> str:
     """The attempt's bar from its turn on; what a standby did before its turn, a strip above it."""
     start, end = a.turn
     x0, x1 = x(start), x(end)
@@ -270,10 +270,12 @@ def _bar(a: Attempt, x, y: float, label_x: float, label_y: float, lane_name: str
     if a.standby:  # the moment its turn came
         parts.append(f'<line class="turn" x1="{x0:.1f}" x2="{x0:.1f}" y1="{y - 8:.1f}" y2="{y + BAR_H + 2:.1f}"/>')
     mark = {"failed": " ✕", "cancelled": " ⊘"}.get(a.status, "")
-    parts.append(f'<line class="leader" x1="{x0 + 0.5:.1f}" x2="{x0 + 0.5:.1f}" y1="{y + BAR_H:.1f}" '
-                 f'y2="{label_y - 9:.1f}"/>' if label_y - 9 > y + BAR_H + 2 else "")
-    parts.append(f'<text class="label {esc(a.status)}" x="{label_x:.1f}" y="{label_y:.1f}">'
-                 f'{esc(a.label)}{mark}</text>')
+    if label_y is not None:
+        if label_y - 9 > y + BAR_H + 2:
+            parts.append(f'<line class="leader" x1="{x0 + 0.5:.1f}" x2="{x0 + 0.5:.1f}" y1="{y + BAR_H:.1f}" '
+                         f'y2="{label_y - 9:.1f}"/>')
+        parts.append(f'<text class="label {esc(a.status)}" x="{label_x:.1f}" y="{label_y:.1f}">'
+                     f'{esc(a.label)}{mark}</text>')
     return (f'<g class="attempt" data-task="{esc(a.task_id)}" data-attempt="{a.attempt}" data-status="{esc(a.status)}" '
             f'data-tip="{esc(_tip(a, lane_name))}">{"".join(parts)}</g>')
 
@@ -285,8 +287,9 @@ def memory_svg(tasks: list[dict]) -> str:
         return '<p class="none">No memory was measured in this run.</p>'
     top = max(t["peak_rss_mb"] for t in measured)
     plot_w = WIDTH - LEFT - RIGHT - 90
-    row = 20
-    height = len(measured) * row + 10
+    named = len(measured) <= MAX_NAMED_BARS  # beyond, thin bars without names (the tooltip has them)
+    row = 20 if named else 6
+    height = len(measured) * row + 8
     parts = []
     for i, t in enumerate(measured):
         y = 4 + i * row
@@ -294,17 +297,18 @@ def memory_svg(tasks: list[dict]) -> str:
         colour = STAGE_COLOURS.get(t["stage"], "#9aa3b2") if t.get("status") == "succeeded" else FAILED
         tip = (f"{t['task_id']} · {t.get('status')} · attempt {t.get('attempts')}\n"
                f"peak {t['peak_rss_mb']:,.0f} MiB (its process and every child)")
-        parts.append(f'<g class="mem" data-tip="{esc(tip)}">'
-                     f'<text class="lane" x="{LEFT - 8}" y="{y + 13}" text-anchor="end">{esc(t["task_id"])}</text>'
-                     f'<rect x="{LEFT}" y="{y + 2}" width="{w:.1f}" height="{row - 6}" rx="2" fill="{colour}"/>'
-                     f'<text class="value" x="{LEFT + w + 6:.1f}" y="{y + 13}">{t["peak_rss_mb"]:,.0f} MiB</text></g>')
+        text = (f'<text class="lane" x="{LEFT - 8}" y="{y + 13}" text-anchor="end">{esc(t["task_id"])}</text>'
+                f'<text class="value" x="{LEFT + w + 6:.1f}" y="{y + 13}">{t["peak_rss_mb"]:,.0f} MiB</text>'
+                if named else "")
+        parts.append(f'<g class="mem" data-tip="{esc(tip)}">{text}<rect x="{LEFT}" y="{y + 2}" width="{w:.1f}" '
+                     f'height="{row - (6 if named else 1)}" rx="{2 if named else 0}" fill="{colour}"/></g>')
     bronze = [t["peak_rss_mb"] for t in measured if t["stage"] == "bronze"]
     if len(bronze) > 1:
         mx = LEFT + statistics.median(bronze) / top * plot_w
         parts.append(f'<line class="median" x1="{mx:.1f}" x2="{mx:.1f}" y1="0" y2="{height}"/>'
-                     f'<text class="median-text" x="{mx + 4:.1f}" y="{height - 2}">median bronze chunk '
+                     f'<text class="median-text" x="{mx + 4:.1f}" y="{height + 10}">median bronze chunk '
                      f'{statistics.median(bronze):,.0f} MiB</text>')
-        height += 4
+        height += 14
     return f'<svg id="memory" class="chart" viewBox="0 0 {WIDTH} {height}" role="img">{"".join(parts)}</svg>'
 
 

@@ -26,7 +26,7 @@ from jobs.tasks import Task
 from ray_backfill.executors.base import TaskResult
 from ray_backfill.ledger import HISTORY_KEPT, ChunkStatus, TaskRecord, attempt_entry
 from ray_backfill.progress import Progress
-from ray_backfill.report import HIDDEN, attempts_of, pack_lanes, render_html
+from ray_backfill.report import HIDDEN, MAX_LABEL_ROWS, attempts_of, pack_lanes, render_html
 from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
 from tests.helpers import ROOT
 from tests.inmemory import Call, InMemoryExecutor, scripted
@@ -173,6 +173,27 @@ def test_lanes_never_overlap_and_are_as_few_as_the_most_at_once():
     assert pack_lanes([]) == []
 
 
+def test_a_run_of_many_chunks_keeps_a_bar_each_and_a_bounded_page():
+    """500 daily chunks on two slots: every attempt a bar, labels that fit in no row left to the tooltip."""
+    t0, tasks = 1_767_225_600.0, []
+    for i in range(500):
+        start = t0 + (i // 2) * 4.0
+        tasks.append({"task_id": f"bronze-d{i:03d}", "stage": "bronze", "status": "succeeded", "attempts": 1,
+                      "rows": 24, "seconds": 4.0, "node_id": NODES[0], "peak_rss_mb": 500.0 + i,
+                      "metrics": {"started_at": start, "ended_at": start + 3.9,
+                                  "phases": {"session_start": [start, start + 1], "write": [start + 1, start + 3.9]}}})
+    text = render_html({"run_id": "20260101T000000Z-abc123", "outcome": "succeeded", "tasks": tasks,
+                        "stage_seconds": {"total": 1000.0}, "finished_at": "2026-01-01T00:16:41+00:00"})
+    assert text.count('class="bar"') == 500 and text.count('class="mem"') == 500
+    height = float(re.search(r'id="timeline" class="chart" viewBox="0 0 \d+ ([\d.]+)"', text).group(1))
+    assert height < 2 * (22 + 13 * MAX_LABEL_ROWS + 12) + 100  # two lanes of at most MAX_LABEL_ROWS text rows
+    assert 0 < text.count('class="label succeeded"') < 500
+    # a resumed run's page draws this driver's attempts: those that ended before it began are left out, and said so
+    resumed = render_html({"run_id": "20260101T000000Z-abc123", "outcome": "succeeded", "tasks": tasks,
+                           "stage_seconds": {"total": 500.0}, "finished_at": "2026-01-01T00:16:41+00:00"})
+    assert 0 < resumed.count('class="bar"') < 500 and "ran in an earlier session of this run" in resumed
+
+
 def test_secrets_that_slip_into_the_report_data_are_hidden(failed_run):
     record = failed_run[0]
     settings = {**record.request["settings"]}
@@ -242,6 +263,7 @@ def _severe(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+@pytest.mark.integration
 def test_the_error_check_sees_a_page_that_throws(browser, tmp_path):
     page = tmp_path / "throws.html"
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>throw new Error('deliberate')</script></body></html>")
@@ -249,6 +271,7 @@ def test_the_error_check_sees_a_page_that_throws(browser, tmp_path):
     assert any("deliberate" in m for m in _severe(browser))
 
 
+@pytest.mark.integration
 def test_the_report_renders_in_chromium_without_errors_and_shows_every_attempt(browser, failed_run):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
