@@ -128,6 +128,20 @@ def test_every_run_end_writes_report_html_next_to_report_json_and_names_it_last(
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # nothing fetched: opens offline
 
 
+def test_the_page_goes_through_the_ledgers_storage_also_to_a_uri(failed_run, tmp_path):
+    from ray_backfill.ledger import open_ledger
+
+    record, _, page = failed_run
+    uri = (tmp_path / "ledgers").as_uri()
+    ledger = open_ledger(CatalogConfig(warehouse="hdfs://nn:8020/wh", ledger_dir=uri))
+    assert ledger.filesystem is not None and not ledger.has_report_html(record.run_id)
+    assert ledger.save_report_html(record.run_id, page.read_text()) == f"{uri}/{record.run_id}/report.html"
+    assert ledger.has_report_html(record.run_id)
+    written = tmp_path / "ledgers" / record.run_id
+    assert [p.name for p in written.iterdir()] == ["report.html"] and written.joinpath("report.html").read_text() == \
+        page.read_text()
+
+
 def test_status_names_the_report(failed_run, capsys):
     from ray_backfill.cli import main
 
