@@ -23,9 +23,11 @@ $(VENV)/.installed: pyproject.toml
 jars: cluster/jvm-deps.txt cluster/fetch_jars.sh
 	@cluster/fetch_jars.sh "$(JARS)"
 
-# What the tests need beyond the venv and jars: PostgreSQL (the multi-host catalog) on this machine.
+# What the tests need beyond the venv and jars: PostgreSQL (the multi-host catalog) and a headless
+# browser (Chromium, to open a run's report.html) on this machine.
 services:
 	@cluster/postgres.sh install
+	@cluster/browser.sh install
 
 demo: setup
 	$(BIN)/ray-backfill run $(DEMO_ARGS)

@@ -147,7 +147,7 @@ def _status_json(record) -> dict:
     return {**record.to_json(), "state": state, "state_line": line}
 
 
-def _show_run(record) -> None:
+def _show_run(record, ledger) -> None:
     print(f"run {record.run_id}: {driver_state(record)[1]}, "
           f"started {record.created_at}, finished {record.finished_at or '-'}")
     if record.error:
@@ -161,6 +161,8 @@ def _show_run(record) -> None:
     else:  # on the nodes' own log folders
         for task_id, path in logs.items():
             print(f"  {task_id}: log {path}")
+    if record.outcome and ledger.has_report_html(record.run_id):
+        print(f"report: {ledger.report_html_path(record.run_id)}")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -175,7 +177,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if args.json and text != shown:
                 print(text, flush=True)
             elif not args.json and record.to_json() != shown:
-                _show_run(record)
+                _show_run(record, ledger)
                 sys.stdout.flush()
             shown = text if args.json else record.to_json()
             if not args.watch or driver_state(record)[0] != "running":

@@ -87,6 +87,19 @@ def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+HISTORY_KEPT = 10
+
+
+def attempt_entry(attempt: int, status: str, started_at: float | None, ended_at: float | None, *,
+                  node_id: str | None = None, standby: bool = False, peak_rss_mb: float | None = None,
+                  error: str | None = None) -> dict:
+    """One attempt as `TaskRecord.history` keeps it (for the report's timeline): span, where, how it ended."""
+    entry = {"attempt": attempt, "status": status, "started_at": started_at, "ended_at": ended_at,
+             "node_id": node_id, "standby": standby or None, "peak_rss_mb": peak_rss_mb,
+             "error": error[:200] if error else None}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
 @dataclass
 class TaskRecord:
     """One bronze chunk, or a whole-range stage (`prepare`, `silver`, `gold`)."""
@@ -105,6 +118,9 @@ class TaskRecord:
     session_seconds: float | None = None
     # the last attempt's phase seconds (fetch, write, stop) and source counters
     metrics: dict = field(default_factory=dict)
+    # the attempts that did not succeed, oldest first, each in a few fields (`attempt_entry`); at most
+    # HISTORY_KEPT, so an event's size stays bounded however often a chunk is retried or resumed
+    history: list[dict] = field(default_factory=list)
     updated_at: str = field(default_factory=utcnow)
 
     def move(self, new: ChunkStatus, **changes: Any) -> None:
@@ -115,6 +131,10 @@ class TaskRecord:
         for key, value in changes.items():
             setattr(self, key, value)
         self.updated_at = utcnow()
+
+    def log_attempt(self, entry: dict) -> None:
+        """Keep an attempt that did not succeed (`attempt_entry`), dropping the oldest past HISTORY_KEPT."""
+        self.history = [*self.history, entry][-HISTORY_KEPT:]
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -296,6 +316,18 @@ class RunLedger:
         self._store.write(path, _dump(report))
         return path
 
+    def save_report_html(self, run_id: str, html: str) -> Path | str:
+        """The run's report as a page (`ray_backfill.report`), next to report.json."""
+        path = self.report_html_path(run_id)
+        self._store.write(path, html.encode(), content_type="text/html; charset=utf-8")
+        return path
+
+    def report_html_path(self, run_id: str) -> Path | str:
+        return self._store.file(check_run_id(run_id), "report.html")
+
+    def has_report_html(self, run_id: str) -> bool:
+        return self._store.exists(self.report_html_path(run_id))
+
     def load(self, run_id: str) -> RunRecord:
         """The run's record: its snapshot with the events logged after it replayed.
 
@@ -343,9 +375,9 @@ class _LocalStore:
     def file(self, run_id: str, name: str) -> Path:
         return self.root / run_id / name
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: Path, data: bytes, content_type: str = "application/json") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -354,6 +386,9 @@ class _LocalStore:
 
     def read(self, path: Path) -> bytes | None:
         return path.read_bytes() if path.is_file() else None
+
+    def exists(self, path: Path) -> bool:
+        return path.is_file()
 
     def delete(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -406,16 +441,16 @@ class _ArrowStore:
         except OSError as exc:
             raise WarehouseError(f"run ledger {uri}: {' '.join(str(exc).split())}") from None
 
-    def write(self, uri: str, data: bytes) -> None:
+    def write(self, uri: str, data: bytes, content_type: str = "application/json") -> None:
         path, fs = self._path(uri), self.filesystem
         with self._reporting(uri):
             if fs.type_name != "local":
-                with fs.open_output_stream(path, metadata={"Content-Type": "application/json"}) as out:
+                with fs.open_output_stream(path, metadata={"Content-Type": content_type}) as out:
                     out.write(data)
                 return
             parent = path.rsplit("/", 1)[0]
             fs.create_dir(parent, recursive=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
             with fs.open_output_stream(tmp) as out:
                 out.write(data)
             fs.move(tmp, path)
@@ -429,6 +464,12 @@ class _ArrowStore:
                 return None
             with self.filesystem.open_input_stream(path) as handle:
                 return handle.read()
+
+    def exists(self, uri: str) -> bool:
+        from pyarrow.fs import FileType
+
+        with self._reporting(uri):
+            return self.filesystem.get_file_info(self._path(uri)).type == FileType.File
 
     def delete(self, uri: str) -> None:
         from pyarrow.fs import FileType

@@ -49,8 +49,8 @@ class SourceLimiterActor:
             except asyncio.TimeoutError:
                 pass
 
-    async def release(self, lease_id: int) -> bool:
-        freed = self._limiter.release(lease_id)
+    async def release(self, lease_id: int, status: int | None = None) -> bool:
+        freed = self._limiter.release(lease_id, status)
         self._wake()
         return freed
 
@@ -156,7 +156,7 @@ class RayThrottle:
         finally:
             self.clock.granted(ok)
 
-    def release(self, lease_id: int) -> None:
-        self.actor.release.remote(lease_id)  # ordered after this caller's acquire; no need to wait
+    def release(self, lease_id: int, status: int | None = None) -> None:
+        self.actor.release.remote(lease_id, status)  # ordered after this caller's acquire; no need to wait
         if self.clock is not None:
             self.clock.released()

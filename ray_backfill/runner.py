@@ -38,6 +38,7 @@ from ray_backfill.ledger import (
     RunLedger,
     RunRecord,
     TaskRecord,
+    attempt_entry,
     driver_state,
     new_run_id,
     open_ledger,
@@ -47,6 +48,7 @@ from ray_backfill.ledger import (
 from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
 from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
 from ray_backfill.progress import Flight, Progress, summary_table
+from ray_backfill.report import render_html
 from ray_backfill.sessions import check_writers, ensure_warehouse
 
 EXECUTORS = ("ray", "sequential")
@@ -405,7 +407,13 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
         record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         record.stage_seconds["total"] = round(time.monotonic() - started, 2)
         ledger.save(record)
-        report_path = ledger.save_report(record.run_id, _report(record))
+        report = _report(record)
+        report_path = ledger.save_report(record.run_id, report)
+        try:  # the page is for reading: a bug drawing it must not cost the run's closing lines
+            page = render_html({**report, "settings": record.request["settings"]})
+            report_path = ledger.save_report_html(record.run_id, page)
+        except Exception as exc:
+            echo(f"report.html not written ({error_line(exc)}); the report is in {report_path}")
         echo(summary_table(record))
         if record.tables:
             echo(format_summaries(record.tables))
@@ -573,6 +581,9 @@ class _Loop:
         except BaseException as exc:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
             # the ledger first: after `ray job stop`'s SIGTERM a SIGKILL comes within seconds
             _mark_stopped(self.record, exc)
+            for flight in in_flight.values():  # the report's timeline shows where they were stopped
+                flight.task.log_attempt(attempt_entry(flight.task.attempts, flight.task.status.value,
+                                                      round(flight.began, 3), round(time.time(), 3)))
             if self.record.outcome:
                 with contextlib.suppress(Exception):
                     self.ledger.save(self.record)
@@ -590,6 +601,10 @@ class _Loop:
         common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
                       session_seconds=result.outcome.session_seconds if result.outcome else None,
                       metrics=result.metrics())
+        if not result.ok:
+            task.log_attempt(attempt_entry(
+                task.attempts, "cancelled" if result.cancelled else "failed", result.started_at, result.ended_at,
+                node_id=result.node_id, standby=result.standby, peak_rss_mb=result.peak_rss_mb, error=result.error))
         if result.ok:
             if result.outcome and result.outcome.summary is not None:
                 self.summary = result.outcome.summary

@@ -18,6 +18,7 @@ from jobs.inputs import load_locations
 from jobs.sources import HOURLY_VARIABLES
 from jobs.sources.fake_server import FakeOpenMeteoServer
 from jobs.sources.limits import (
+    MINUTES_KEPT,
     PROFILES,
     LocalThrottle,
     RateLimiter,
@@ -184,6 +185,29 @@ def test_the_minute_quota_is_waited_out_not_hit():
         stats = server.stats
     assert len(answers) == 7 and stats.by_status == {200: 7}
     assert 55 <= throttle.waited_s <= 61
+
+
+def test_the_limiter_keeps_its_use_per_minute_with_the_429s_its_clients_got():
+    """What the run report charts against the limits: calls, 429s and the most in flight per clock minute."""
+    clock = Clock(60_000.0)
+    locations = load_locations(DATA_DIR / "locations.jsonl")[:3]
+    day = dt.date(2024, 1, 1)
+    limiter = RateLimiter(SourceLimits(max_in_flight=2), clock=clock)
+    throttle = LocalThrottle(limiter, sleep=clock.sleep)
+    with FakeOpenMeteoServer(locations=locations, clock=clock) as server:
+        server.inject("429-retry-after:61")  # the first request is refused; its retry comes a minute later
+        with OpenMeteoClient(base_url=server.url, throttle=throttle, sleep=clock.sleep) as client:
+            client.fetch(locations, day, day, HOURLY_VARIABLES)
+    weight = request_weight(1, len(HOURLY_VARIABLES), 1)
+    assert limiter.snapshot()["per_minute"] == [
+        {"minute": 60_000, "requests": 1, "weighted_calls": weight, "responses_429": 1, "max_in_flight": 1},
+        {"minute": 60_060, "requests": 3, "weighted_calls": 3 * weight, "responses_429": 0, "max_in_flight": 1}]
+    for _ in range(MINUTES_KEPT + 5):  # a day and more: the oldest minutes go
+        clock.sleep(60)
+        limiter.release(limiter.try_acquire("c", 1).lease_id)
+    snapshot = limiter.snapshot()
+    assert len(snapshot["per_minute"]) == MINUTES_KEPT and snapshot["per_minute_dropped"] == 7
+    assert snapshot["per_minute"][-1]["minute"] == clock.now // 60 * 60
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,8 @@ def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, p
     assert "succeeded" in done.stdout and "resume" not in done.stdout
     report = json.loads((warehouse / "_ray_backfill" / "runs" / run_id / "report.json").read_text())
     assert {"bronze", "silver", "gold", "total"} <= set(report["stage_seconds"])
+    page = warehouse / "_ray_backfill" / "runs" / run_id / "report.html"
+    assert f"  report:  {page}" in done.stdout and all(f'data-task="{t}"' in page.read_text() for t in tasks)  # a bar each
 
     registered = postgres.psql(
         f"SELECT table_namespace || '.' || table_name FROM iceberg_tables WHERE catalog_name = '{NAME}'")

@@ -24,6 +24,8 @@ from typing import Callable, Protocol, Sequence
 from jobs.errors import ConfigError
 
 _WINDOWS = (("per_minute", 60.0), ("per_hour", 3600.0), ("per_day", 86400.0))
+# the per-minute use a limiter keeps for the run report: the last day's minutes at most
+MINUTES_KEPT = 1440
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +125,9 @@ class RateLimiter:
         self._leases: dict[int, tuple[str, float]] = {}
         self._charges: collections.deque[tuple[float, float]] = collections.deque()  # (granted at, weight)
         self.stats = LimiterStats()
+        # use per clock minute: {minute: [requests, weighted calls, 429s, most in flight]}, oldest dropped
+        self._minutes: collections.OrderedDict[int, list[float]] = collections.OrderedDict()
+        self._minutes_dropped = 0
 
     def try_acquire(self, holder: str, weight: float) -> Grant:
         """A lease if the limits allow `weight` more now, else the seconds until they might."""
@@ -142,11 +147,17 @@ class RateLimiter:
             s.max_in_flight = max(s.max_in_flight, len(self._leases))
             s.first_grant = now if s.first_grant is None else s.first_grant
             s.last_grant = now
+            minute = self._minute(now)
+            minute[0] += 1
+            minute[1] += weight
             return Grant(lease, 0.0)
 
-    def release(self, lease_id: int) -> bool:
-        """Give a slot back; False if it had expired or was released already."""
+    def release(self, lease_id: int, status: int | None = None) -> bool:
+        """Give a slot back, with the HTTP status the request got (429s are counted per minute);
+        False if it had expired or was released already."""
         with self._lock:
+            if status == 429:
+                self._minute(self._clock())[2] += 1
             return self._leases.pop(lease_id, None) is not None
 
     def release_holder(self, holder: str) -> int:
@@ -164,9 +175,26 @@ class RateLimiter:
             return len(self._leases)
 
     def snapshot(self) -> dict:
-        """Limits and counters, JSON-ready."""
+        """Limits and counters, JSON-ready; `per_minute` is the use per clock minute (epoch seconds
+        of its start), `per_minute_dropped` how many older minutes no longer fit in it."""
         with self._lock:
-            return {"limits": self.limits.to_json(), "in_flight": len(self._leases), **asdict(self.stats)}
+            per_minute = [{"minute": m * 60, "requests": int(r), "weighted_calls": round(w, 3),
+                           "responses_429": int(t), "max_in_flight": int(f)}
+                          for m, (r, w, t, f) in self._minutes.items()]
+            return {"limits": self.limits.to_json(), "in_flight": len(self._leases), **asdict(self.stats),
+                    "per_minute": per_minute, "per_minute_dropped": self._minutes_dropped}
+
+    def _minute(self, now: float) -> list[float]:
+        """This clock minute's use, its most-in-flight brought up to date (under the lock)."""
+        key = int(now // 60)
+        minute = self._minutes.get(key)
+        if minute is None:
+            minute = self._minutes[key] = [0, 0.0, 0, 0]
+            if len(self._minutes) > MINUTES_KEPT:
+                self._minutes.popitem(last=False)
+                self._minutes_dropped += 1
+        minute[3] = max(minute[3], len(self._leases))
+        return minute
 
     def _expire(self, now: float) -> None:
         dead = [lease for lease, (_, expires) in self._leases.items() if expires <= now]
@@ -210,7 +238,7 @@ class Throttle(Protocol):
 
     def acquire(self, weight: float) -> int: ...
 
-    def release(self, lease_id: int) -> None: ...
+    def release(self, lease_id: int, status: int | None = None) -> None: ...
 
 
 @dataclass
@@ -230,8 +258,8 @@ class LocalThrottle:
             self.waited_s += grant.wait_s
             self.sleep(grant.wait_s)
 
-    def release(self, lease_id: int) -> None:
-        self.limiter.release(lease_id)
+    def release(self, lease_id: int, status: int | None = None) -> None:
+        self.limiter.release(lease_id, status)
 
 
 def estimate_seconds(weights: Sequence[float], limits: SourceLimits, *, latency_s: float | None = None,

@@ -200,6 +200,7 @@ class OpenMeteoClient:
             self._count(weight=weight, retry=attempt > 1)
             log.debug("GET %s for %s (weight %.2f, attempt %d)", API_PATH, what, weight, attempt)
             retry_after: float | None = None
+            status: int | None = None
             lease = self.throttle.acquire(weight) if self.throttle is not None else None
             try:
                 response = self._http.get(url, params=params, timeout=self.timeout_s)
@@ -244,7 +245,7 @@ class OpenMeteoClient:
                     retry_after = _retry_after_s(response)
             finally:
                 if lease is not None:
-                    self.throttle.release(lease)
+                    self.throttle.release(lease, status)  # the limiter charts 429s per minute
             if attempt == self.max_attempts:
                 break
             delay = self._backoff(attempt, retry_after)
