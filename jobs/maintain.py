@@ -132,14 +132,14 @@ class MaintainReport:
 
     def text(self) -> str:
         """A table per lakehouse table, the cutoffs, and the line; dry runs list the orphans."""
-        verb = "would" if self.options.dry_run else "did"
         width = max(len(t.table) for t in [*self.tables, self.total])
         head = (f"{'table':<{width}}  {'data files':>12}  {'MiB':>13}  {'snapshots':>10}  "
                 f"{'compacted':>9}  {'expired':>7}  {'orphans':>7}")
-        lines = [f"orphan files older than {_shown(self.options.orphans_before)}; snapshots older than "
+        lines = [("dry run, nothing changed: " if self.options.dry_run else "")
+                 + f"orphan files older than {_shown(self.options.orphans_before)}; snapshots older than "
                  f"{_shown(self.expire_before)} expire, the last {self.options.retain_last} kept"
                  + (f", and every one current since {_shown(self.options.live_since)} (a live run)"
-                    if self.options.live_since else "") + f" ({verb})", head]
+                    if self.options.live_since else ""), head]
         for t in [*self.tables, self.total]:
             lines.append(f"{t.table:<{width}}  {f'{t.data_files_before} → {t.data_files_after}':>12}  "
                          f"{f'{t.bytes_before / MIB:.1f} → {t.bytes_after / MIB:.1f}':>13}  "
