@@ -20,11 +20,11 @@ from typing import Callable, ContextManager, Literal
 from pyspark.sql import SparkSession
 
 from jobs import bronze, gold, silver
-from jobs.maintain import MaintainOptions, maintain
 from jobs.config import Settings, SourceConfig
 from jobs.context import StageInputs
 from jobs.dates import Chunk
 from jobs.inspect import TableSummary, summarize
+from jobs.maintain import MaintainOptions, maintain
 from jobs.sources import Source
 from jobs.sources.limits import Throttle
 from jobs.tables import BRONZE, ensure_tables

@@ -3,7 +3,8 @@
 prepare (create tables) → bronze chunks (fanned out, retried) → barrier → silver → gold → maintain
 (opt-in: Iceberg table maintenance, ray_backfill/maintain.py).
 Every state change is written to the run's ledger first, so `resume` can pick up after any stop,
-including a killed driver. Silver and gold run only when every bronze chunk has succeeded.
+including a killed driver. Silver and gold run only when every bronze chunk has succeeded, maintain
+only when every task before it has.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from jobs.context import StageInputs, load_inputs
 from jobs.dates import Chunk, DateRange
 from jobs.errors import ConfigError
 from jobs.inspect import TableSummary, format_summaries
+from jobs.maintain import MaintainOptions, MaintainReport
 from jobs.sources.limits import estimate_seconds
 from jobs.sources.openmeteo import check_dates, request_weight
-from jobs.maintain import MaintainOptions, MaintainReport
 from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
