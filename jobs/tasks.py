@@ -1,7 +1,8 @@
 """One task of a backfill, run in a session handed in: the one runner every executor and the stage
 command call.
 
-A task is `prepare` (create the tables), one bronze chunk, or silver or gold over a range. How
+A task is `prepare` (create the tables), one bronze chunk, silver or gold over a range, or the
+opt-in `maintain` after gold (jobs/maintain.py). How
 the session is made is the caller's business (a fresh RayDP session per chunk, the baseline's
 one warm session): `open_session` returns a context manager that yields it. Bronze asks the
 source while the session starts.
@@ -23,14 +24,15 @@ from jobs.config import Settings, SourceConfig
 from jobs.context import StageInputs
 from jobs.dates import Chunk
 from jobs.inspect import TableSummary, summarize
+from jobs.maintain import MaintainOptions, maintain
 from jobs.sources import Source
 from jobs.sources.limits import Throttle
 from jobs.tables import BRONZE, ensure_tables
 
-TaskStage = Literal["prepare", "bronze", "silver", "gold"]
-# The stages that write data, in pipeline order; `prepare` runs before them.
+TaskStage = Literal["prepare", "bronze", "silver", "gold", "maintain"]
+# The stages that write data, in pipeline order; `prepare` runs before them, `maintain` (opt-in) after.
 DATA_STAGES: tuple[TaskStage, ...] = ("bronze", "silver", "gold")
-TASK_STAGES: tuple[TaskStage, ...] = ("prepare", *DATA_STAGES)
+TASK_STAGES: tuple[TaskStage, ...] = ("prepare", *DATA_STAGES, "maintain")
 
 SessionFactory = Callable[[], ContextManager[SparkSession]]
 # Called at "start", "before_write" and "stop" (the session is about to stop): the fault drills of
@@ -40,26 +42,32 @@ Checkpoint = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Task:
-    """One attempt of one task: a bronze chunk, or a whole-range stage (prepare, silver, gold)."""
+    """One attempt of one task: a bronze chunk, or a whole-range stage (prepare, silver, gold, maintain)."""
 
     task_id: str
     stage: TaskStage
     chunk: Chunk
     attempt: int
     run_id: str
+    # maintain only: its cutoffs, which the driver derives from the live runs' ledgers
+    maintain: MaintainOptions | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in TASK_STAGES:
             raise ValueError(f"task {self.task_id}: unknown stage {self.stage!r}")
+        if (self.stage == "maintain") != (self.maintain is not None):
+            raise ValueError(f"task {self.task_id}: maintenance options go with the maintain stage only")
 
     def to_json(self) -> dict:
         return {"task_id": self.task_id, "stage": self.stage, "chunk": self.chunk.to_json(),
-                "attempt": self.attempt, "run_id": self.run_id}
+                "attempt": self.attempt, "run_id": self.run_id,
+                "maintain": self.maintain.to_json() if self.maintain else None}
 
     @classmethod
     def from_json(cls, data: dict) -> "Task":
+        options = data.get("maintain")
         return cls(data["task_id"], data["stage"], Chunk.from_json(data["chunk"]), int(data["attempt"]),
-                   data["run_id"])
+                   data["run_id"], MaintainOptions.from_json(options) if options else None)
 
 
 @dataclass
@@ -80,6 +88,8 @@ class TaskOutcome:
     source_stats: dict | None = None
     # what the lakehouse holds after gold
     summary: list[TableSummary] | None = None
+    # maintain: files, bytes and snapshots before and after (MaintainReport.to_json)
+    maintenance: dict | None = None
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -159,6 +169,10 @@ def _run_stage(task: Task, spark: SparkSession, settings: Settings, inputs: Stag
         return
     checkpoint("before_write")
     work_began = time.time()
+    if task.stage == "maintain":
+        out.maintenance = maintain(spark, settings.catalog, task.maintain).to_json()
+        out.phases["work"] = _span(work_began)
+        return
     stage = silver if task.stage == "silver" else gold
     out.tables = stage.run(spark, settings, task.chunk, inputs, task.run_id)
     out.rows = sum(out.tables.values())

@@ -20,6 +20,7 @@ from jobs.errors import BackfillError, ConfigError
 from jobs.tasks import DATA_STAGES
 from ray_backfill.executors.base import error_line
 from ray_backfill.ledger import driver_state, mark_cancelled
+from ray_backfill.maintain import add_maintain_parser, run_maintain
 from ray_backfill.options import LEDGER_FLAGS, add_options
 from ray_backfill.plan import GRANULARITIES
 from ray_backfill.progress import Progress, summary_table
@@ -80,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local one)")
         for stage in DATA_STAGES:
             p.add_argument(f"--skip-{stage}", action="store_true", default=None, help=f"do not run {stage}")
+        p.add_argument("--maintain", action="store_true", default=None,
+                       help="after gold: compact, expire snapshots, remove orphan files (as `maintain`)")
         add_options(p)
         return p
 
@@ -114,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=_cmd_cancel)
 
     add_stage_parser(sub).set_defaults(func=_cmd_stage)
+    add_maintain_parser(sub).set_defaults(func=_cmd_maintain)
     return parser
 
 
@@ -244,6 +248,11 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_stage(args: argparse.Namespace) -> int:
     print(run_stage(args))
+    return 0
+
+
+def _cmd_maintain(args: argparse.Namespace) -> int:
+    print(run_maintain(args))
     return 0
 
 

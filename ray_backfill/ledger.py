@@ -248,6 +248,23 @@ def driver_state(record: RunRecord, now: dt.datetime | None = None) -> tuple[str
     return "running", f"running ({where}; heartbeat {age:.0f}s ago)"
 
 
+def live_runs(ledger: "RunLedger", warehouse: str, exclude: str | None = None) -> list[RunRecord]:
+    """The runs on `warehouse` whose driver is alive (a fresh heartbeat, `driver_state`), oldest
+    first, but `exclude`; unreadable ledgers are skipped (`status` names them)."""
+    live = []
+    for run_id in ledger.run_ids():
+        if run_id == exclude:
+            continue
+        try:
+            record = ledger.load(run_id)
+        except InputError:
+            continue
+        if (record.outcome is None and driver_state(record)[0] == "running"
+                and record.request["settings"]["catalog"]["warehouse"] == warehouse):
+            live.append(record)
+    return live
+
+
 class RunLedger:
     """Owns the run ledgers under one folder: a local path, or a URI on a pyarrow file system."""
 

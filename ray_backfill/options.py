@@ -139,7 +139,7 @@ def _read_config_file(path: Path | None) -> Mapping[str, Any]:
 
 # Keys a config file may hold besides the OPTIONS (read by the CLI for its own flags).
 EXTRA_FILE_KEYS = ("parallelism", "standby", "chunk", "retries", "chunk_timeout", "address", "executor",
-                   "skip_bronze", "skip_silver", "skip_gold")
+                   "skip_bronze", "skip_silver", "skip_gold", "maintain")
 # Tables only a config file can hold: [catalog_properties] (Iceberg catalog properties, e.g.
 # io-impl) and [spark_conf] (extra spark.* settings), each mapped onto a tuple of (key, value).
 FILE_TABLES = {"catalog_properties": ("catalog", "properties"), "spark_conf": ("spark", "extra")}

@@ -1,8 +1,10 @@
 """The scheduling loop every executor shares.
 
-prepare (create tables) → bronze chunks (fanned out, retried) → barrier → silver → gold.
+prepare (create tables) → bronze chunks (fanned out, retried) → barrier → silver → gold → maintain
+(opt-in: Iceberg table maintenance, ray_backfill/maintain.py).
 Every state change is written to the run's ledger first, so `resume` can pick up after any stop,
-including a killed driver. Silver and gold run only when every bronze chunk has succeeded.
+including a killed driver. Silver and gold run only when every bronze chunk has succeeded, maintain
+only when every task before it has.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from typing import Callable
 from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from jobs.context import StageInputs, load_inputs
 from jobs.dates import Chunk, DateRange
-from jobs.errors import ConfigError, InputError
+from jobs.errors import ConfigError
 from jobs.inspect import TableSummary, format_summaries
+from jobs.maintain import MaintainOptions, MaintainReport
 from jobs.sources.limits import estimate_seconds
 from jobs.sources.openmeteo import check_dates, request_weight
-from jobs.tasks import DATA_STAGES, Task
+from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
     HEARTBEAT_S,
@@ -40,11 +43,13 @@ from ray_backfill.ledger import (
     TaskRecord,
     attempt_entry,
     driver_state,
+    live_runs,
     new_run_id,
     open_ledger,
     run_log_dir,
     utcnow,
 )
+from ray_backfill.maintain import run_options
 from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
 from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
 from ray_backfill.progress import Flight, Progress, summary_table
@@ -69,6 +74,7 @@ class BackfillRequest:
     retries: int = 2  # extra attempts per task
     chunk_timeout_s: float | None = None
     address: str | None = None
+    maintain: bool = False  # a final task compacts, expires snapshots and removes orphans
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -93,7 +99,7 @@ class BackfillRequest:
             "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
             "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
             "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s,
-            "address": self.address,
+            "address": self.address, "maintain": self.maintain,
         }
 
     @classmethod
@@ -104,7 +110,7 @@ class BackfillRequest:
             granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
             parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"],
             chunk_timeout_s=data["chunk_timeout_s"],
-            address=data["address"], run_id=run_id,
+            address=data["address"], maintain=data.get("maintain", False), run_id=run_id,
         )
 
 
@@ -160,6 +166,7 @@ def build_request(args: argparse.Namespace) -> BackfillRequest:
         settings=settings, date_range=date_range,
         granularity=_flag(args, file_values, "chunk", "monthly", _choice(*GRANULARITIES)),
         executor=_flag(args, file_values, "executor", "ray", _choice(*EXECUTORS)), skip=skip,
+        maintain=_flag(args, file_values, "maintain", False, _bool),
         **_how(args, file_values, {}),
     )
 
@@ -204,7 +211,7 @@ def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
     nloc = len(inputs.locations)
     batches = [min(source.batch_size, nloc - i) for i in range(0, nloc, source.batch_size)]
     weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
-    stages = [s for s in DATA_STAGES if s not in request.skip]
+    stages = [s for s in DATA_STAGES if s not in request.skip] + (["maintain"] if request.maintain else [])
     limits = source.limits
     lines = [
         f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
@@ -222,7 +229,7 @@ def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
 
 
 def new_record(request: BackfillRequest) -> RunRecord:
-    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold."""
+    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold, maintain if asked."""
     whole = request.date_range.as_chunk
     tasks = [TaskRecord("prepare", "prepare", whole.start.isoformat(), whole.end.isoformat())]
     if "bronze" not in request.skip:
@@ -231,6 +238,8 @@ def new_record(request: BackfillRequest) -> RunRecord:
     for stage in ("silver", "gold"):
         if stage not in request.skip:
             tasks.append(TaskRecord(stage, stage, whole.start.isoformat(), whole.end.isoformat()))
+    if request.maintain:
+        tasks.append(TaskRecord("maintain", "maintain", whole.start.isoformat(), whole.end.isoformat()))
     return RunRecord(request.run_id, request.to_json(), tasks)
 
 
@@ -316,16 +325,9 @@ def check_no_live_driver(ledger: RunLedger, record: RunRecord) -> None:
     if state == "running":
         raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
     warehouse = record.request["settings"]["catalog"]["warehouse"]
-    for run_id in ledger.run_ids():
-        if run_id == record.run_id:
-            continue
-        try:
-            other = ledger.load(run_id)
-        except InputError:
-            continue
-        if (other.outcome is None and driver_state(other)[0] == "running" and _overlaps(other.request, record.request)
-                and other.request["settings"]["catalog"]["warehouse"] == warehouse):
-            raise ConfigError(f"run {run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
+    for other in live_runs(ledger, warehouse, exclude=record.run_id):
+        if _overlaps(other.request, record.request):
+            raise ConfigError(f"run {other.run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
                               f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
                               f"{record.request['start_date']} .. {record.request['end_date']}; wait for it to "
                               "end, or give a range that does not overlap")
@@ -389,7 +391,7 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
     try:
         loop = _Loop(request, record, executor, ledger, progress, retry)
         ok = True
-        stages = ("prepare", *DATA_STAGES)
+        stages = TASK_STAGES
         for i, stage in enumerate(stages):  # each phase is a barrier for the next
             later = record.by_stage(stages[i + 1]) if i + 1 < len(stages) else []
             ok = ok and loop.phase(record.by_stage(stage), then=later)
@@ -473,6 +475,9 @@ def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, ech
     if record.outcome == "succeeded":
         catalog_at = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
         echo(f"run {record.run_id} succeeded in {total:.1f}s")
+        for task in record.by_stage("maintain"):
+            if task.metrics.get("maintenance"):
+                echo(f"  {MaintainReport.from_json(task.metrics['maintenance']).line()}")
         echo(f"  tables:  catalog '{catalog.name}' ({catalog.kind}: {catalog_at}), "
              f"warehouse {_warehouse_text(catalog)}")
         echo(f"  report:  {report_path}")
@@ -508,6 +513,7 @@ class _Loop:
         self._told: list | None = None  # the upcoming attempts last told to the executor
         self._shown = 0.0  # when the live display last learnt the attempts' phases
         self._phases: dict[str, str] = {}
+        self._maintain: MaintainOptions | None = None  # the maintain task's cutoffs, found once
 
     def _event(self, task: TaskRecord, line: str, started: bool = False) -> None:
         self.ledger.event(self.record, task)
@@ -527,7 +533,12 @@ class _Loop:
     def _attempt(self, task: TaskRecord) -> Task:
         """The task's next attempt."""
         chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
-        return Task(task.task_id, task.stage, chunk, task.attempts + 1, self.record.run_id)
+        if task.stage == "maintain" and self._maintain is None:
+            # once, so a standby started for the task matches it; still safe later: a run that
+            # turns live after this look writes only files newer than it
+            self._maintain = run_options(self.ledger, self.record)
+        return Task(task.task_id, task.stage, chunk, task.attempts + 1, self.record.run_id,
+                    self._maintain if task.stage == "maintain" else None)
 
     def _tell_upcoming(self, queue: list[TaskRecord], then: list[TaskRecord], running: int) -> None:
         """Tell the executor what starts next: this phase's queue, else the next phase's tasks.
