@@ -26,12 +26,13 @@ from jobs import bronze, gold, silver
 from jobs.config import CatalogConfig, PipelineConfig
 from jobs.context import load_inputs
 from jobs.dates import Chunk
-from jobs.tables import ALL_TABLES, DIM_LOCATION, FACT_DAILY, FACT_HOURLY, SILVER, tables_markdown
+from jobs.tables import (ALL_TABLES, DIM_LOCATION, DIM_TIME, FACT_DAILY, FACT_HOURLY, SILVER, ensure_tables,
+                         tables_markdown)
 from jobs.tasks import build_source
 from ray_backfill import cli
 from ray_backfill.jars import manifest_jars
 from ray_backfill.sessions import catalog_conf
-from tests.helpers import ROOT, fresh_catalog, run_cli
+from tests.helpers import ROOT, attach_catalog, fresh_catalog, run_cli
 
 KEYS = ("hanoi", "haiphong")
 DAYS = (Chunk(dt.date(2024, 1, 14), dt.date(2024, 1, 15)), Chunk(dt.date(2024, 1, 15), dt.date(2024, 1, 16)))
@@ -250,6 +251,8 @@ def test_query_answers_as_spark_does_in_every_format(spark, lake):
 @pytest.mark.parametrize("sql, message", [
     ("SELEC 1", 'error: query: Parser Error: syntax error at or near "SELEC"'),
     ("SELECT nope FROM gold.dim_time", 'error: query: Binder Error: Referenced column "nope" not found'),
+    ("SELECT * FROM gold.no_such_table", "error: query: Catalog Error: Table with name no_such_table does not exist! "
+                                         "Did you mean"),
     ("DELETE FROM gold.dim_time", "error: query: only SELECT statements run here, not DELETE"),
     ("COPY gold.dim_time TO 'x.csv'", "error: query: only SELECT statements run here, not COPY"),
     ("SELECT 1; SELECT 2", "error: query: give exactly one SQL statement, not 2"),
@@ -264,10 +267,23 @@ def test_sql_that_fails_or_writes_is_one_line(lake, capsys, sql, message):
 
 @pytest.mark.spark
 @pytest.mark.integration
-def test_a_sql_error_through_the_real_cli_is_one_line(lake):
-    _, catalog = lake
-    done = run_cli("query", "SELECT * FROM gold.no_such_table", *_catalog_args(catalog))
-    assert done.returncode == 1 and done.stdout == ""
-    assert len(done.stderr.splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("error: query: Catalog Error: Table with name no_such_table does not exist! "
-                                  "Did you mean")
+def test_a_postgres_catalog_reads_the_same_and_its_password_never_shows(spark, postgres, tmp_path):
+    catalog = attach_catalog(spark, tmp_path / "wh", "readpg", kind="postgres", uri=postgres.jdbc_uri,
+                             user=postgres.user, password=postgres.password)
+    ensure_tables(spark, catalog)
+    spark.sql(f"INSERT INTO {DIM_TIME.qualified(catalog)} VALUES (0, '00:00', 0, 'night'), (100, '01:00', 1, 'night')")
+    args = ("--catalog", "postgres", "--catalog-uri", postgres.jdbc_uri, "--catalog-user", postgres.user,
+            "--catalog-name", catalog.name, "--warehouse", catalog.warehouse)
+    env = {"RAY_BACKFILL_CATALOG_PASSWORD": postgres.password}
+    tables = run_cli("tables", "--json", *args, env=env)
+    assert tables.returncode == 0, tables.stderr
+    assert {row["table"]: row["rows"] for row in json.loads(tables.stdout)} == {
+        spec.full_name: 2 if spec is DIM_TIME else 0 for spec in ALL_TABLES}
+    query = run_cli("query", "--format", "csv", "SELECT time_label FROM dim_time ORDER BY 1", *args, env=env)
+    assert (query.returncode, query.stdout) == (0, "time_label\n00:00\n01:00\n"), query.stderr
+    wrong = run_cli("tables", *args, env={"RAY_BACKFILL_CATALOG_PASSWORD": "not-" + postgres.password})
+    assert wrong.returncode == 1 and len(wrong.stderr.splitlines()) == 1
+    assert wrong.stderr.startswith(f"error: catalog {postgres.jdbc_uri} cannot be read: ")
+    assert "password authentication failed" in wrong.stderr
+    for done in (tables, query, wrong):
+        assert postgres.password not in done.stdout + done.stderr
