@@ -3,8 +3,8 @@ over them in DuckDB (`ray-backfill query`).
 
 The catalog is opened with pyiceberg's SqlCatalog, which reads the `iceberg_tables` schema Iceberg's
 JDBC catalog writes (SQLite or PostgreSQL), from the same settings `run` resolves. No JVM starts, so
-a user's question is answered in about a second. Figures come from the table metadata (snapshot
-summaries, data files and their column bounds); `query` scans only the tables its SQL names.
+a user's question is answered in about a second. `tables` reads metadata only (the data files'
+record counts and column bounds); `query` scans only the tables its SQL names.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def load_tables(catalog: CatalogConfig, specs: tuple[TableSpec, ...] = ALL_TABLE
                 tables[spec.full_name] = iceberg.load_table((spec.namespace, spec.name))
             except NoSuchTableError:
                 continue
+            except OSError as exc:  # the catalog names a metadata file that is gone or unreadable
+                raise WarehouseError(f"table {spec.full_name} cannot be read: {exc.strerror or exc}") from None
     except SQLAlchemyError as exc:
         raise _unreadable(catalog, exc) from None
     if specs and not tables:
@@ -138,11 +140,8 @@ def _when(value: dt.date | dt.datetime | None) -> str:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    power = next((p for p in (3, 2, 1) if n >= 1024 ** p), 0)
+    return f"{n / 1024 ** power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}" if power else f"{n} B"
 
 
 def format_tables(infos: list[TableInfo]) -> str:

@@ -271,7 +271,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     columns, rows, more = run_query(resolve(args)[0].catalog, args.sql, args.limit)
     print(format_result(columns, rows, args.format))
     if more:
-        print(f"(the first {args.limit} rows; --limit N for more)", file=sys.stderr)
+        print(f"(the first {args.limit} rows; --limit N for more, 0 for all)", file=sys.stderr)
     return 0
 
 

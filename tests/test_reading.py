@@ -243,7 +243,7 @@ def test_query_answers_as_spark_does_in_every_format(spark, lake):
     first = sorted(want)[0]
     assert [line.split() for line in done.stdout.splitlines()] == [["location_key", "hours"],
                                                                    [first, str(want[first][0])]]
-    assert done.stderr.splitlines() == ["(the first 1 rows; --limit N for more)"]
+    assert done.stderr.splitlines() == ["(the first 1 rows; --limit N for more, 0 for all)"]
 
 
 @pytest.mark.spark
