@@ -10,8 +10,6 @@ from pyspark.sql import functions as F
 from jobs.config import CatalogConfig
 from jobs.tables import ALL_TABLES, VOLATILE_COLUMNS
 
-_SPAN_COLUMNS = ("ts_utc", "date_utc", "start_ts_utc", "date_value")
-
 
 @dataclass(frozen=True)
 class TableSummary:
@@ -46,7 +44,7 @@ def summarize(spark: SparkSession, catalog: CatalogConfig, checksums: bool = Fal
     out = []
     for spec in ALL_TABLES:
         df = spark.table(spec.qualified(catalog))
-        span = next((c for c in _SPAN_COLUMNS if c in df.columns), None)
+        span = spec.time_column
         if span:
             row = df.agg(F.count(F.lit(1)), F.min(span).cast("string"), F.max(span).cast("string")).first()
             rows, first, last = row[0], row[1], row[2]

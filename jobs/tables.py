@@ -24,6 +24,8 @@ AQI_COLUMNS = ("aqi", *(f"aqi_{p}" for p in AQI_POLLUTANTS))
 CATEGORIES = ("good", "moderate", "usg", "unhealthy", "very_unhealthy", "hazardous")
 # Columns that differ between two otherwise identical runs.
 VOLATILE_COLUMNS = ("_ingested_at", "_run_id", "_chunk_id")
+# The column that places a row in time, the first of these a table has; summaries show its span.
+TIME_COLUMNS = ("ts_utc", "date_utc", "start_ts_utc", "date_value")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class TableSpec:
     @property
     def column_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def time_column(self) -> str | None:
+        """The column whose span is the time the table covers; None for the timeless dimensions."""
+        return next((c for c in TIME_COLUMNS if c in self.column_names), None)
 
     def ddl(self, exclude: tuple[str, ...] = ()) -> str:
         """The columns as a DDL list (`a STRING, b INT`), e.g. a DataFrame schema."""
@@ -168,6 +175,21 @@ FACT_EPISODE = TableSpec(
 )
 
 ALL_TABLES = (BRONZE, SILVER, DIM_LOCATION, DIM_POLLUTANT, DIM_TIME, DIM_DATE, FACT_HOURLY, FACT_DAILY, FACT_EPISODE)
+
+
+def tables_markdown() -> str:
+    """The tables for the README's "Reading the tables": grain, key and partitioning, then every
+    table's columns with their types (a test keeps the README equal to this)."""
+    lines = ["| table | grain | key | partitioned by | time column |", "|---|---|---|---|---|"]
+    for spec in ALL_TABLES:
+        key = ", ".join(f"`{k}`" for k in spec.key)
+        part = f"`{spec.partitioned_by}`" if spec.partitioned_by else "-"
+        time = f"`{spec.time_column}`" if spec.time_column else "-"
+        lines.append(f"| `{spec.full_name}` | {spec.grain} | {key} | {part} | {time} |")
+    lines.append("")
+    for spec in ALL_TABLES:
+        lines.append(f"- `{spec.full_name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in spec.fields))
+    return "\n".join(lines)
 
 
 def ensure_tables(spark, catalog: CatalogConfig) -> None:

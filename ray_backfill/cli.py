@@ -18,10 +18,11 @@ from typing import Sequence
 from jobs.context import load_inputs
 from jobs.errors import BackfillError, ConfigError
 from jobs.tasks import DATA_STAGES
+from ray_backfill.browse import FORMATS, format_result, format_tables, run_query, warehouse_tables
 from ray_backfill.executors.base import error_line
 from ray_backfill.ledger import driver_state, mark_cancelled
 from ray_backfill.maintain import add_maintain_parser, run_maintain
-from ray_backfill.options import LEDGER_FLAGS, add_options
+from ray_backfill.options import LEDGER_FLAGS, add_options, resolve
 from ray_backfill.plan import GRANULARITIES
 from ray_backfill.progress import Progress, summary_table
 from ray_backfill.runner import (
@@ -44,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The flags that find the catalog, all `tables` and `query` take besides --config (the password: environment).
+CATALOG_FLAGS = ("--warehouse", "--catalog", "--catalog-uri", "--catalog-name", "--catalog-user")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
 
     add_stage_parser(sub).set_defaults(func=_cmd_stage)
     add_maintain_parser(sub).set_defaults(func=_cmd_maintain)
+
+    tables = sub.add_parser("tables", help="what the warehouse holds: rows, first and last hour, snapshots, files")
+    tables.add_argument("--json", action="store_true", help="one JSON object per table, in a list")
+    add_options(tables, only=CATALOG_FLAGS)
+    tables.set_defaults(func=_cmd_tables)
+
+    query = sub.add_parser("query", help="run read-only SQL over the tables in DuckDB, e.g. "
+                                         "\"SELECT * FROM gold.fact_city_daily\"")
+    query.add_argument("sql", help="one SELECT statement; tables are named <namespace>.<table> or <table>")
+    query.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv or json")
+    query.add_argument("--limit", type=int, default=100, help="rows shown at most (100; 0: all)")
+    add_options(query, only=CATALOG_FLAGS)
+    query.set_defaults(func=_cmd_query)
     return parser
 
 
@@ -253,6 +269,20 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 def _cmd_maintain(args: argparse.Namespace) -> int:
     print(run_maintain(args))
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    infos = warehouse_tables(resolve(args)[0].catalog)
+    print(json.dumps([i.to_json() for i in infos]) if args.json else format_tables(infos))
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    columns, rows, more = run_query(resolve(args)[0].catalog, args.sql, args.limit)
+    print(format_result(columns, rows, args.format))
+    if more:
+        print(f"(the first {args.limit} rows; --limit N for more, 0 for all)", file=sys.stderr)
     return 0
 
 
