@@ -119,6 +119,11 @@ def read_ledger(warehouse: Path, run_id: str) -> dict:
     return json.loads((warehouse / "_ray_backfill" / "runs" / run_id / "ledger.json").read_text())
 
 
+def attempt_logs(warehouse: Path) -> str:
+    """Every attempt log of every run on `warehouse`, one after another (the chunks' own output)."""
+    return "".join(p.read_text(errors="replace") for p in sorted(warehouse.glob("_ray_backfill/runs/*/logs/*.log")))
+
+
 def run_id_from(output: str) -> str:
     for line in output.splitlines():
         if line.startswith("run ") and ":" in line:

@@ -288,11 +288,15 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
                             "--catalog-name", "stopped", timeout=120)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
-    logs, deadline = "", time.monotonic() + 300
-    while "[bronze-2024-01] fault drill: holding before the write" not in logs:  # mid-chunk, nothing committed
-        assert time.monotonic() < deadline, logs[-3000:]
+    logs, held, deadline = "", "", time.monotonic() + 300
+    # mid-chunk, nothing committed: the attempt's own log file says so (the job's log has the driver's lines only)
+    while "[bronze-2024-01] fault drill: holding before the write" not in held:
+        assert time.monotonic() < deadline, logs[-3000:] + held[-3000:]
         time.sleep(2)
         logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
+        attempt_log = warehouse / "_ray_backfill" / "runs" / (re.findall(r"^run (\S+):", logs, re.M) or ["-"])[0] / \
+            "logs" / "bronze-2024-01.attempt1.log"
+        held = attempt_log.read_text() if attempt_log.is_file() else ""
     chunk = [p for p, cmd in marked_processes(cluster.marker).items() if "ray_backfill.worker" in cmd]
     assert len(chunk) == 1
     stopped = cluster.ray("job", "stop", "--address", cluster.dashboard, job_id, timeout=120)

@@ -161,7 +161,10 @@ class ChunkSupervisor:
                 self._spawn(payload, env, standby=False)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
-        print(f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}", flush=True)
+        line = f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}"
+        print(line, flush=True)
+        with contextlib.suppress(OSError), open(self._log, "a", encoding="utf-8") as log_file:
+            log_file.write(line + "\n")
         started = time.monotonic()
         queue_file = Path(payload["result_path"]).with_name(QUEUE_FILE)
         peak, sampled = 0.0, 0.0
