@@ -312,7 +312,8 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
         listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
         alive = ([a.get("class_name") for a in json.loads(listed.stdout or "[]") if a.get("state") == "ALIVE"]
                  if listed.returncode == 0 else ["?"])
-        left.update({0: f"alive actor {c}"} if {"ChunkSupervisor", "SourceLimiterActor", "?"} & set(alive) else {})
+        ours = {"ChunkSupervisor", "SourceLimiterActor", "?"} & set(alive)
+        left.update({0: f"alive actors {sorted(ours)}"} if ours else {})
         if not left:
             break
         time.sleep(1)
