@@ -314,18 +314,22 @@ def _overlaps(a: dict, b: dict) -> bool:
     return a["start_date"] <= b["end_date"] and b["start_date"] <= a["end_date"]
 
 
-def check_no_live_driver(ledger: RunLedger, record: RunRecord) -> None:
+def check_no_live_driver(ledger: RunLedger, record: RunRecord, *, earlier_only: bool = False) -> None:
     """Refuse a second driver on a run whose driver is alive, and a run whose dates overlap a live
     run's on the same warehouse (their chunks would replace each other's rows).
 
     A run is live while its heartbeat is fresh (ledger.driver_state): the lease expires on its own
     when its driver dies. Unreadable ledgers of other runs are skipped here (`status` names them).
+    Two drivers starting at the same moment both pass this check; each looks again once its own
+    lease is written (`earlier_only`), and only the run created first keeps going.
     """
-    state, line = driver_state(record) if record.driver else ("new", "")
+    state, line = driver_state(record) if record.driver and not earlier_only else ("new", "")
     if state == "running":
         raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
     warehouse = record.request["settings"]["catalog"]["warehouse"]
     for other in live_runs(ledger, warehouse, exclude=record.run_id):
+        if earlier_only and (other.created_at, other.run_id) > (record.created_at, record.run_id):
+            continue  # that one gives way to this one
         if _overlaps(other.request, record.request):
             raise ConfigError(f"run {other.run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
                               f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
@@ -389,6 +393,7 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     progress.start(record, executor.slots)
     try:
+        check_no_live_driver(ledger, record, earlier_only=True)  # a run that started at the same moment
         loop = _Loop(request, record, executor, ledger, progress, retry)
         ok = True
         stages = TASK_STAGES

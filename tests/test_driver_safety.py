@@ -171,6 +171,42 @@ def test_overlapping_live_runs_on_one_warehouse_are_refused_others_are_not(tmp_p
     assert exc is None and record.outcome == "succeeded"
 
 
+class _Racing(RunLedger):
+    """A ledger on which another driver writes its live run right after this one checked for live
+    runs and before its own lease landed: two runs starting at the same moment."""
+
+    def __init__(self, root: Path, other):
+        super().__init__(root)
+        self.other = other
+
+    def save(self, record) -> None:
+        if self.other is not None and record.run_id != self.other.run_id:
+            other, self.other = self.other, None
+            other.driver, other.heartbeat_at = {"host": socket.gethostname(), "pid": os.getpid()}, utcnow()
+            super().save(other)
+        super().save(record)
+
+
+@pytest.mark.parametrize("other_first", [True, False])
+def test_of_two_overlapping_runs_started_at_once_only_the_earlier_goes_on(other_first, tmp_path):
+    warehouse = tmp_path / "wh"
+    mine = _request(warehouse, dt.date(2024, 1, 1), dt.date(2024, 1, 31), run_id="20240301T000000Z-bbbbbb")
+    other = new_record(_request(warehouse, dt.date(2024, 1, 15), dt.date(2024, 2, 15),
+                                run_id="20240301T000000Z-aaaaaa" if other_first else "20240301T000001Z-cccccc"))
+    other.created_at = "2024-03-01T00:00:00+00:00" if other_first else "2024-03-01T00:00:01+00:00"
+    record = new_record(mine)
+    record.created_at = "2024-03-01T00:00:00.500000+00:00"
+    executor = InMemoryExecutor()
+    done, lines, exc = _run(mine, executor, record=record, ledger=_Racing(warehouse / "_ray_backfill" / "runs", other))
+    if other_first:  # the other run was first: this one stops before any task, recorded as failed
+        assert isinstance(exc, ConfigError) and f"run {other.run_id} (2024-01-15 .. 2024-02-15) is running" in str(exc)
+        assert not executor.started
+        stored = RunLedger.for_warehouse(warehouse).load(mine.run_id)
+        assert stored.outcome == "failed" and other.run_id in stored.error
+    else:  # this one was first: it goes on (the other one gives way when it looks)
+        assert exc is None and done.outcome == "succeeded", lines
+
+
 def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
     from ray_backfill.runner import _Heartbeat
 
