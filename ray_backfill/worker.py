@@ -74,7 +74,8 @@ def _inject(task: "Task", point: str) -> None:
 
 
 # the task's checkpoints, as the live progress names its phases
-PHASES = {"start": "session start", "before_write": "write", "stop": "session stop"}
+# ("before_write": a bronze chunk writes what it fetched; silver, gold and maintain read, compute, write)
+PHASES = {"start": "session start", "stop": "session stop"}
 
 
 def write_phase(payload: dict, phase: str) -> None:
@@ -92,7 +93,10 @@ def write_phase(payload: dict, phase: str) -> None:
 
 def _checkpoint(payload: dict, task: "Task"):
     def checkpoint(point: str) -> None:
-        write_phase(payload, PHASES.get(point, point))
+        if point == "before_write":
+            write_phase(payload, "write" if task.stage == "bronze" else "work")
+        else:
+            write_phase(payload, PHASES.get(point, point))
         _inject(task, point)
     return checkpoint
 
