@@ -89,3 +89,21 @@ def test_off_a_terminal_every_event_is_a_plain_line_and_no_display_is_drawn(tmp_
     assert "  bronze-2024-01: succeeded, 100 rows in 0.0s" in lines
     assert not progress.live
     assert "\x1b[" not in capsys.readouterr().out  # no escape codes anywhere
+
+
+def test_a_worker_tells_its_phases_through_a_file_next_to_its_result(tmp_path):
+    from jobs.dates import Chunk
+    from jobs.tasks import Task
+    from ray_backfill.worker import PHASE_FILE, _checkpoint
+
+    payload = {"result_path": str(tmp_path / "result.json")}
+    phase = tmp_path / PHASE_FILE
+    chunk = Chunk(dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+    bronze = _checkpoint(payload, Task("bronze-2024-01", "bronze", chunk, 1, "20240101T000000Z-abcdef"))
+    silver = _checkpoint(payload, Task("silver", "silver", chunk, 1, "20240101T000000Z-abcdef"))
+    seen = []
+    for checkpoint, point in ((bronze, "start"), (bronze, "before_write"), (silver, "before_write"), (bronze, "stop")):
+        checkpoint(point)
+        seen.append(phase.read_text())
+    assert seen == ["session start", "write", "work", "session stop"]
+    assert not list(tmp_path.glob("*.tmp"))  # replaced whole: a reader never sees half a name
