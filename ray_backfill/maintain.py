@@ -19,6 +19,7 @@ from pathlib import Path
 
 from jobs.errors import ConfigError
 from jobs.maintain import MaintainOptions, maintain
+from ray_backfill.browse import load_tables
 from ray_backfill.ledger import RunLedger, RunRecord, live_runs, open_ledger
 from ray_backfill.options import LEDGER_FLAGS, add_options, resolve
 from ray_backfill.sessions import ensure_warehouse, spark_session
@@ -90,6 +91,8 @@ def run_maintain(args: argparse.Namespace) -> str:
         orphans_before=min(cutoffs), live_since=live, retain_last=args.retain_last, dry_run=args.dry_run,
         expire_before=parse_instant(args.expire_older_than, "--expire-older-than", now)
         if args.expire_older_than is not None else now)
+    if settings.catalog.kind in ("sqlite", "postgres"):  # a mistyped warehouse or name: one line, nothing created
+        load_tables(settings.catalog)
     ensure_warehouse(settings.catalog)
     local = settings.replace(spark=dataclasses.replace(settings.spark, mode="local"))
     # the session's JVM output goes to a log file, as a run's does: next to the run ledgers when local

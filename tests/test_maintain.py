@@ -241,3 +241,13 @@ def test_run_with_maintain_records_a_maintain_task_after_gold_and_none_after_a_f
     record, lines = _run(dataclasses.replace(_request(tmp_path / "failed"), maintain=True), executor)
     assert record.outcome == "failed" and not executor.starts_of("maintain")
     assert record.task("maintain").status.value == "pending" and not any("maintain:" in li for li in lines)
+
+
+def test_maintain_on_a_mistyped_warehouse_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from ray_backfill.cli import main
+
+    typo = tmp_path / "warehuose"
+    assert main(["maintain", "--warehouse", str(typo)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: no lakehouse at {typo}"), err
+    assert not typo.exists()
