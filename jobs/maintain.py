@@ -225,20 +225,22 @@ def _maintain_table(spark: SparkSession, catalog: CatalogConfig, spec: TableSpec
             rewrite = spark.sql(f"CALL {catalog.name}.system.rewrite_data_files(table => '{arg}', "
                                 f"options => map('min-input-files', '{MIN_INPUT_FILES}'))").first()
             out.compacted_files = int(rewrite["rewritten_data_files_count"])
-            snapshots = _snapshots(spark, name)  # the compaction's own snapshot is one more
+            if out.compacted_files:  # the compaction's own snapshot is one more (none when it rewrote nothing)
+                snapshots = _snapshots(spark, name)
         if len(snapshots) > options.retain_last:
             bound = _expire_bound(snapshots, expire_before, options.live_since)
             spark.sql(f"CALL {catalog.name}.system.expire_snapshots(table => '{arg}', "
                       f"older_than => {_timestamp(dt.datetime.fromtimestamp(bound / 1000, dt.timezone.utc))}, "
                       f"retain_last => {int(options.retain_last)})").collect()
-            kept = {sid for _, sid in _snapshots(spark, name)}
-            out.snapshots_expired = sum(1 for _, sid in snapshots if sid not in kept)
+            kept = _snapshots(spark, name)
+            out.snapshots_expired = len({sid for _, sid in snapshots} - {sid for _, sid in kept})
+            snapshots = kept
     out.orphans, out.orphan_bytes = _remove_orphans(spark, name, options.orphans_before, options.dry_run)
     out.orphan_files = len(out.orphans)
     out.data_files_after, out.bytes_after = (
         _data_files(spark, name) if out.compacted_files and not options.dry_run else (out.data_files_before,
                                                                                        out.bytes_before))
-    out.snapshots_after = len(snapshots) if options.dry_run else len(_snapshots(spark, name))
+    out.snapshots_after = len(snapshots)  # the table's snapshots now: read after the last change, not again
     return out
 
 
