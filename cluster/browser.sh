@@ -4,6 +4,7 @@
 #        cluster/browser.sh paths     print the browser's and the driver's paths
 # Selenium is pointed at these two explicitly (tests/test_report.py): nothing downloads a browser.
 set -euo pipefail
+source "$(dirname "$0")/apt.sh"
 browser="${CHROMIUM:-/usr/bin/chromium}"
 driver="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
@@ -11,20 +12,8 @@ present() { [[ -x "$browser" && -x "$driver" ]]; }
 
 install() {
   if present; then return 0; fi
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-      sudo=(sudo -n)
-    else
-      echo "error: chromium ($browser) or chromedriver ($driver) is missing and installing them needs root:" \
-           "run 'apt-get install -y --no-install-recommends chromium chromium-driver' as root" >&2
-      exit 1
-    fi
-  fi
-  echo "installing chromium (apt-get install chromium chromium-driver)" >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    chromium chromium-driver >&2
+  need_root "chromium ($browser) or chromedriver ($driver) is missing" chromium chromium-driver
+  apt_install chromium chromium-driver
   if ! present; then
     echo "error: apt-get installed chromium but $browser or $driver is not there" >&2
     exit 1

@@ -4,6 +4,7 @@
 #        cluster/postgres.sh bindir    print the folder of initdb, pg_ctl and postgres (newest version)
 # The tests start their own throwaway server (tests/postgres.py); nothing here starts one.
 set -euo pipefail
+source "$(dirname "$0")/apt.sh"
 root="${POSTGRES_LIB:-/usr/lib/postgresql}"
 
 bindir() {
@@ -14,22 +15,11 @@ bindir() {
 
 install() {
   if [[ -n "$(bindir)" ]]; then return 0; fi
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-      sudo=(sudo -n)
-    else
-      echo "error: PostgreSQL (initdb, pg_ctl under $root/*/bin) is missing and installing it needs root:" \
-           "run 'apt-get install -y --no-install-recommends postgresql' as root" >&2
-      exit 1
-    fi
-  fi
-  echo "installing PostgreSQL (apt-get install postgresql)" >&2
+  need_root "PostgreSQL (initdb, pg_ctl under $root/*/bin) is missing" postgresql
   # The tests run their own servers: do not create and start the package's system-wide cluster.
-  "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
-  echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/ray-backfill.conf >/dev/null
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >&2
+  "${AS_ROOT[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | "${AS_ROOT[@]}" tee /etc/postgresql-common/createcluster.d/ray-backfill.conf >/dev/null
+  apt_install postgresql
   if [[ -z "$(bindir)" ]]; then
     echo "error: apt-get installed postgresql but no initdb/pg_ctl is under $root/*/bin" >&2
     exit 1
