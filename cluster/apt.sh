@@ -2,6 +2,7 @@
 # Sourced by cluster/postgres.sh and cluster/browser.sh: run as root, or through passwordless sudo.
 # need_root WHAT PKG...  sets AS_ROOT (empty as root, else `sudo -n`), or exits saying what to run as root
 # apt_install PKG...     Debian's packages, noninteractive, without recommends
+set -euo pipefail
 need_root() {
   local what="$1"
   shift
