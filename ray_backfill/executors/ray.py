@@ -83,6 +83,12 @@ def attempt_log(payload: dict) -> Path:
     return folder / f"{task['task_id']}.attempt{task['attempt']}.log"
 
 
+def _note(log_path: Path, line: str) -> None:
+    """A line of the supervisor's own in the attempt's log (its header, how the attempt started)."""
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log_file:
+        log_file.write(line + "\n")
+
+
 def _pump(stream, log_path: Path) -> None:
     """Copy the attempt's output (its Python logging, Spark's and the JVMs') to its log file, and to
     this actor's own log, which the dashboard shows per actor; never to the driver's console."""
@@ -117,10 +123,9 @@ class ChunkSupervisor:
         payload = {**payload, "result_path": str(workdir / "result.json")}
         (workdir / "task.json").write_text(json.dumps(payload))
         self._log = attempt_log(payload)
-        with open(self._log, "a", encoding="utf-8") as head:
-            head.write(f"# ray-backfill run {task['run_id']}, {task['task_id']} attempt {task['attempt']}"
-                       f"{' (standby)' if standby else ''}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
-                       f"on {os.uname().nodename}\n")
+        _note(self._log, f"# ray-backfill run {task['run_id']}, {task['task_id']} attempt {task['attempt']}"
+                         f"{' (standby)' if standby else ''}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+                         f"on {os.uname().nodename}")
         # No preexec_fn: with one, CPython runs the at-fork handlers, and gRPC's close this actor's
         # connections (seen: "ActorUnavailableError ... Socket closed"). The worker arranges to die
         # with this process itself (ray_backfill.worker.die_with_parent).
@@ -163,8 +168,7 @@ class ChunkSupervisor:
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
         line = f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}"
         print(line, flush=True)
-        with contextlib.suppress(OSError), open(self._log, "a", encoding="utf-8") as log_file:
-            log_file.write(line + "\n")
+        _note(self._log, line)
         started = time.monotonic()
         queue_file = Path(payload["result_path"]).with_name(QUEUE_FILE)
         peak, sampled = 0.0, 0.0
