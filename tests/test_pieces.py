@@ -28,7 +28,7 @@ from tests.helpers import fresh_catalog
 # Hanoi and Haiphong in January: the synthetic dry season holds multi-day episodes.
 KEYS = ("hanoi", "haiphong")
 PERIOD = Chunk(dt.date(2024, 1, 3), dt.date(2024, 1, 17))
-SEEDS = (1, 4, 12)
+SEEDS = (1, 12)  # two pieces in order; three out of order
 
 
 def _draw_order(rng: random.Random) -> list[int]:
