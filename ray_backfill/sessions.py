@@ -289,14 +289,11 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
     # RayDP names its master actor after the app: make it unique per session.
     unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"
     try:
-        session = raydp.init_spark(
+        session = _init_raydp(
             app_name=unique_app,
             num_executors=spark.num_executors,
             executor_cores=spark.executor_cores,
             executor_memory=spark.executor_memory,
-            # True makes the driver JVM a Java Ray driver too, for Spark -> Ray dataset conversion,
-            # which nothing here uses (docs/operations.md#session-start-up-cost)
-            fault_tolerant_mode=False,
             configs=conf,
         )
     except BaseException:
@@ -312,3 +309,73 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
                 ray.shutdown()
 
     return session, stop
+
+
+def _init_raydp(app_name: str, num_executors: int, executor_cores: int, executor_memory: str,
+                configs: dict[str, str]):
+    """`raydp.init_spark` with RayDP's master in this process instead of an actor of its own.
+
+    RayDP's `RayDPSparkMaster` is a Python actor whose one job is to start the py4j gateway JVM
+    that creates the `RayAppMaster` Java actor; an actor costs a Python worker process per session
+    (docs/operations.md#session-start-up-cost). Here the same class runs in the chunk's process:
+    the gateway JVM becomes this process's child (its stdin is a pipe from here, so it ends with
+    this process however that ends), and `raydp.stop_spark()` stops it as before.
+    `fault_tolerant_mode` stays off: it makes the driver JVM a Java Ray driver too, for Spark ->
+    Ray dataset conversion, which nothing here uses.
+    """
+    import raydp.context as context
+    from raydp.spark.ray_cluster import SparkCluster
+    from raydp.spark.ray_cluster_master import RayDPSparkMaster
+
+    class InProcessMasterCluster(SparkCluster):
+        def _set_up_master(self, resources, kwargs):
+            self._master = RayDPSparkMaster.__ray_metadata__.modified_class(self._configs)
+            self._spark_master_handle = None
+            self._master.start_up()
+
+        def get_cluster_url(self) -> str:
+            return self._master.get_master_url()
+
+        def connect_spark_driver_to_ray(self):
+            raise NotImplementedError("fault_tolerant_mode is off")
+
+        def stop(self, cleanup_data):
+            if self._spark_session is not None:
+                self._spark_session.stop()
+                self._spark_session = None
+            master, self._master = getattr(self, "_master", None), None
+            if master is None:
+                return
+            gateway = getattr(master._gateway, "proc", None)
+            master.stop(cleanup_data=False)  # True would end the actor's process, here this one
+            if gateway is not None:  # stop() only sent it SIGTERM
+                try:
+                    gateway.wait(timeout=15)
+                except Exception:
+                    gateway.kill()
+                    gateway.wait(timeout=5)
+
+    class InProcessMasterContext(context._SparkContext):
+        def _get_or_create_spark_cluster(self) -> SparkCluster:
+            if self._spark_cluster is None:
+                self._spark_cluster = InProcessMasterCluster(
+                    self._app_name, self._num_executors, self._executor_cores, self._executor_memory,
+                    self._enable_hive, self._configs)
+            return self._spark_cluster
+
+    with context._spark_context_lock:
+        if context._global_spark_context is not None:
+            raise StageError(f"{app_name}: a RayDP session is already running in this process",
+                             stage=app_name.split("-")[0])
+        spark_context = InProcessMasterContext(
+            app_name, num_executors, executor_cores, executor_memory, enable_hive=False,
+            fault_tolerant_mode=False, placement_group_strategy=None, placement_group=None,
+            placement_group_bundle_indexes=None, configs=configs)
+        context._global_spark_context = spark_context  # raydp.stop_spark() stops it
+        try:
+            return spark_context.get_or_create_session()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                spark_context.stop()
+            context._global_spark_context = None
+            raise

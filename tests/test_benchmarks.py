@@ -133,6 +133,8 @@ def test_the_cpu_sampler_charges_a_busy_process_to_its_role_and_agrees_with_the_
      "python -m ray_backfill.worker /tmp/t.json", "Spark driver JVM"),
     ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "ray::RayDPSparkMaster",
      "RayDP gateway JVM"),
+    ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "python -m ray_backfill.worker /t.json",
+     "RayDP gateway JVM"),  # RayDP's master in the chunk's own process (ray_backfill/sessions.py)
     ("java -Xms768M -Xmx768M -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet",
      "Ray Java worker: Spark executor"),
     ("java -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet", "Ray Java worker: RayDP app master"),

@@ -172,6 +172,9 @@ def test_no_process_of_the_run_is_left(pg_run):
     # the marker reached the JVMs (Spark drivers, RayDP's Java workers) and the chunk processes ...
     assert any("java" in cmd.split(" ")[0] for cmd in seen.values()), sorted(seen.values())
     assert any("ray_backfill.worker" in cmd for cmd in seen.values())
+    # RayDP's master ran in each chunk's own process: its gateway JVM, but no RayDPSparkMaster actor
+    assert any("AppMasterEntryPoint" in cmd for cmd in seen.values()), sorted(seen.values())
+    assert not [cmd for cmd in seen.values() if "RayDPSparkMaster" in cmd]
     # ... and none of them outlived the run
     assert not left, left
 
