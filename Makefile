@@ -45,9 +45,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.chunk_cpu
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# How cost grows with the work (an idle machine, about an hour): results in benchmarks/results/sweep.*
+# How cost grows with the work (an idle machine, about an hour; SWEEP_ARGS=--quick about 25 min):
+# results in benchmarks/results/sweep.*
 sweep: setup
-	$(BIN)/python -m benchmarks.sweep
+	$(BIN)/python -m benchmarks.sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(VENV) warehouse
