@@ -156,12 +156,18 @@ def _end_gateway_jvm() -> None:
         with contextlib.suppress(Exception):
             proc.stdin.close()
             proc.terminate()
-            proc.wait(timeout=15)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        _reap(proc)
     SparkContext._gateway = None
     SparkContext._jvm = None
+
+
+def _reap(proc) -> None:
+    """Wait for a JVM told to end (SIGTERM, stdin closed) to exit; SIGKILL it after 15 s."""
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=15)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 @contextlib.contextmanager
@@ -286,7 +292,7 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
         conf[key] = f"{conf[key]} {every_jvm}".strip()
     conf["raydp.executor.extraClassPath"] = ":".join(jars)
-    # RayDP names its master actor after the app: make it unique per session.
+    # The app name goes into RayDP's and Spark's logs: unique per session, as attempts repeat a task id.
     unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"
     try:
         session = _init_raydp(
@@ -336,9 +342,6 @@ def _init_raydp(app_name: str, num_executors: int, executor_cores: int, executor
         def get_cluster_url(self) -> str:
             return self._master.get_master_url()
 
-        def connect_spark_driver_to_ray(self):
-            raise NotImplementedError("fault_tolerant_mode is off")
-
         def stop(self, cleanup_data):
             if self._spark_session is not None:
                 self._spark_session.stop()
@@ -349,11 +352,7 @@ def _init_raydp(app_name: str, num_executors: int, executor_cores: int, executor
             gateway = getattr(master._gateway, "proc", None)
             master.stop(cleanup_data=False)  # True would end the actor's process, here this one
             if gateway is not None:  # stop() only sent it SIGTERM
-                try:
-                    gateway.wait(timeout=15)
-                except Exception:
-                    gateway.kill()
-                    gateway.wait(timeout=5)
+                _reap(gateway)
 
     class InProcessMasterContext(context._SparkContext):
         def _get_or_create_spark_cluster(self) -> SparkCluster:
