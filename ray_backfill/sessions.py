@@ -8,9 +8,12 @@ RayDP sessions need a Ray connection; when none exists one is made and closed ag
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +23,7 @@ from jobs.config import CatalogConfig, Settings, SparkConfig
 from jobs.errors import ConfigError, StageError, WarehouseError
 from ray_backfill.jars import manifest_jars
 from ray_backfill.jvm import ADD_OPENS, QUICK_START_JVM
+from ray_backfill.leftovers import drop_native_copy, remove_session_files
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,9 @@ def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
-        "spark.jars": ",".join(jars),
+        # On the JVMs' class path only: `spark.jars` would also make every executor fetch its own
+        # copy of each jar into its application's work folder (~59 MB an application, never removed;
+        # docs/operations.md#disk). RayDP's executors get them from raydp.executor.extraClassPath.
         "spark.driver.extraClassPath": ":".join(jars),
         "spark.driver.memory": spark.driver_memory,
         "spark.driver.extraJavaOptions": " ".join(filter(None, (jvm, spark.driver_java_options))),
@@ -197,11 +203,16 @@ def _jvm_output_to(log_path: Path | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def spark_session(settings: Settings, app_name: str, log_path: Path | None = None) -> Iterator["SparkSession"]:  # noqa: F821
-    """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, on exit.
+def spark_session(settings: Settings, app_name: str, log_path: Path | None = None,
+                  facts_path: Path | None = None) -> Iterator["SparkSession"]:  # noqa: F821
+    """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, its temporary files
+    removed, on exit.
 
     With `log_path`, the session's JVM writes its output there instead of this process's console
-    (the baseline's session lives in the driver, whose console shows progress only)."""
+    (the baseline's session lives in the driver, whose console shows progress only). With
+    `facts_path`, what the session leaves on its node (its application id, its Ray jobs and JVMs) is
+    written there as JSON once it is up, for the supervisor to clean after the process ends
+    (ray_backfill/leftovers.py, ray_backfill/logs.py)."""
     ensure_warehouse(settings.catalog)
     from pyspark import SparkContext
 
@@ -217,17 +228,29 @@ def spark_session(settings: Settings, app_name: str, log_path: Path | None = Non
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = manifest_jars()
     conf = spark_conf(settings, jars)
+    # The driver JVM's temporary files (Spark's local folder, native libraries it unpacks such as
+    # lz4's) in a folder of this session's, removed when it ends; under TMPDIR, which a chunk's
+    # supervisor points at the attempt's own folder, so a killed chunk's go with that folder.
     cds = _plan_cds(settings.spark, jars, conf) if settings.spark.class_data_sharing else None
+    jvm_tmp = Path(tempfile.mkdtemp(prefix="rbf-jvm-"))  # after the archive's key, which must not vary
+    conf["spark.driver.extraJavaOptions"] += f" -Djava.io.tmpdir={jvm_tmp}"
     started = time.monotonic()
-    with _jvm_output_to(log_path):
-        if settings.spark.mode == "local":
-            if cds is not None:
-                conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
-            session = _local_session(settings.spark, app_name, conf)
-            stop = session.stop
-        else:
-            session, stop = _raydp_session(settings.spark, app_name, conf, jars, cds.java_options if cds else "")
+    try:
+        with _jvm_output_to(log_path):
+            if settings.spark.mode == "local":
+                if cds is not None:
+                    conf["spark.driver.extraJavaOptions"] += f" {cds.java_options}"
+                session = _local_session(settings.spark, app_name, conf)
+                stop = session.stop
+            else:
+                session, stop = _raydp_session(settings.spark, app_name, conf, jars,
+                                               cds.java_options if cds else "")
+    except BaseException:
+        shutil.rmtree(jvm_tmp, ignore_errors=True)
+        raise
     session.sparkContext.setLogLevel("ERROR")
+    if facts_path is not None:
+        _write_facts(facts_path, session)
     for key, value in catalog_secrets(settings.catalog).items():  # after start: never on a command line
         session.conf.set(key, value)
     log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)
@@ -248,6 +271,7 @@ def spark_session(settings: Settings, app_name: str, log_path: Path | None = Non
         with contextlib.suppress(Exception):
             stop()
         _end_gateway_jvm()
+        shutil.rmtree(jvm_tmp, ignore_errors=True)
         if cds is not None and cds.finish():
             log.info("class-data archive for %s sessions written: %s", settings.spark.mode, cds.archive)
 
@@ -292,6 +316,10 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
         conf[key] = f"{conf[key]} {every_jvm}".strip()
     conf["raydp.executor.extraClassPath"] = ":".join(jars)
+    # RayDP's Java agent writes to ray.logging.dir, else /tmp/ray/session_latest/logs: the newest
+    # cluster on the machine, not necessarily ours (tests, several clusters on one host)
+    logs_dir = ray._private.worker._global_node.get_logs_dir_path()
+    conf["spark.driver.extraJavaOptions"] += f" -Dray.logging.dir={logs_dir}"
     # The app name goes into RayDP's and Spark's logs: unique per session, as attempts repeat a task id.
     unique_app = f"{app_name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -306,15 +334,53 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
         if started_ray:
             ray.shutdown()
         raise
+    # the gateway has loaded Ray's native library: its private copy can go (ray_backfill/leftovers.py)
+    gateway = _raydp_gateway()
+    if gateway is not None:
+        drop_native_copy(gateway.pid)
 
     def stop() -> None:
         try:
             raydp.stop_spark()
         finally:
             if started_ray:
+                node = ray._private.worker._global_node
                 ray.shutdown()
+                if node.head:  # a local cluster this process started for this one session, now stopped
+                    remove_session_files(node.get_session_dir_path())
 
     return session, stop
+
+
+def _raydp_gateway():
+    """The running RayDP session's gateway JVM (a child of this process), or None."""
+    import raydp.context as context
+
+    try:
+        return context._global_spark_context._spark_cluster._master._gateway.proc
+    except AttributeError:
+        return None
+
+
+def _write_facts(path: Path, session) -> None:
+    """Write what the session leaves on this node, for cleaning after its process ends: its
+    application id, this process's JVMs and the Ray jobs it and its gateway joined as."""
+    import psutil
+
+    facts: dict = {"app_id": session.sparkContext.applicationId,
+                   "pids": [p.pid for p in psutil.Process().children(recursive=True)]}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        node = ray._private.worker._global_node
+        logs_dir = Path(node.get_logs_dir_path())
+        jobs = [ray.get_runtime_context().get_job_id()]
+        gateway = _raydp_gateway()
+        if gateway is not None:  # its Ray log file is named after its job: java-core-driver-<job>ff…_<pid>.log
+            jobs += [f.name[len("java-core-driver-"):][:8] for f in logs_dir.glob(f"java-core-driver-*_{gateway.pid}.log")]
+        facts.update(session_dir=node.get_session_dir_path(), logs_dir=str(logs_dir), ray_jobs=jobs)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(facts))
+    os.replace(tmp, path)
 
 
 def _init_raydp(app_name: str, num_executors: int, executor_cores: int, executor_memory: str,

@@ -32,6 +32,7 @@ FAULTS_ENABLED_ENV = "RAY_BACKFILL_FAULT_DRILLS"
 STANDBY_FLAG = "--standby"
 QUEUE_FILE = "queued.json"  # next to the result file: the chunk's time held up at the source limiter
 PHASE_FILE = "phase"  # next to the result file: what the task is doing now, for the live progress
+FACTS_FILE = "session.json"  # next to the result file: what the session leaves on the node (sessions.spark_session)
 SUPERVISOR_PID_ENV = "RAY_BACKFILL_SUPERVISOR_PID"
 
 
@@ -150,14 +151,15 @@ def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
     settings = task_settings(settings_from_dict(payload["settings"]), task.stage)
     throttle = _connect_throttle(payload, task) if task.stage == "bronze" else None
     inputs = load_inputs(settings.pipeline)
+    facts = Path(payload["result_path"]).with_name(FACTS_FILE) if payload.get("result_path") else None
     if standby is None:
-        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id),
+        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id, facts_path=facts),
                         throttle=throttle, checkpoint=_checkpoint(payload, task))
     import contextlib
 
     began, started = time.time(), time.monotonic()
     write_phase(payload, "standby, session start")
-    with spark_session(settings, task.task_id) as spark:
+    with spark_session(settings, task.task_id, facts_path=facts) as spark:
         # a first job loads the scheduler's and the executor's classes before the task's own job; a
         # JVM-only RDD, not a DataFrame: no code generation and no Python worker, so little CPU
         spark.sparkContext._jsc.sc().range(0, 1, 1, 1).count()

@@ -170,3 +170,27 @@ def fresh_catalog(spark, settings, root: Path, prefix: str = "t"):
         spark.conf.set(key, value)
     ensure_tables(spark, catalog)
     return settings.replace(catalog=catalog)
+
+
+def disk_snapshot(roots: list[Path], skip: list[Path] = ()) -> dict[str, int]:
+    """Every file under `roots` (but under `skip`) with its size; files that vanish mid-walk are left out."""
+    import os
+
+    skipped = tuple(str(s) for s in skip)
+    sizes: dict[str, int] = {}
+    for root in roots:
+        for folder, dirs, files in os.walk(root, onerror=lambda e: None):
+            dirs[:] = [d for d in dirs if not os.path.join(folder, d).startswith(skipped)]
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                sizes[path] = st.st_blocks * 512  # what it takes on disk (a sparse file takes less)
+    return sizes
+
+
+def disk_added(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Bytes each file added between two snapshots (new files whole, grown ones by their growth)."""
+    return {p: size - before.get(p, 0) for p, size in after.items() if size > before.get(p, 0)}

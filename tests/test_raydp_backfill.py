@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from jobs.config import CatalogConfig, Settings
 from jobs.tables import ALL_TABLES, BRONZE, FACT_DAILY, SILVER
 from ray_backfill.jars import manifest_jars
 from ray_backfill.sessions import spark_conf
-from tests.helpers import attach_catalog, checksums, read_ledger, run_cli, run_cli_marked, run_id_from, wait_marked_gone
+from tests.helpers import attach_catalog, checksums, disk_added, disk_snapshot, read_ledger, run_cli, run_cli_marked, run_id_from, wait_marked_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
@@ -37,6 +38,19 @@ class PgRun:
     seen: dict[int, str]  # processes that carried the run's marker while it ran
     left: dict[int, str]  # ... and those alive 30 s after it ended
     ray_tmp: Path  # the run's Ray session folder: logs of the driver, the actors and the chunks
+    added: dict[str, int]  # bytes each file added outside the warehouse while the run went on, after it ended
+
+
+# Where a run may leave files outside its warehouse: the system temp folder (Ray's temp root and
+# /tmp/ray, where Ray's Java runtime extracts its native library, are under it) and the user's caches.
+FOOTPRINT_ROOTS = [Path(tempfile.gettempdir()), Path.home() / ".cache"]
+
+
+def footprint_skip(warehouse: Path, postgres) -> list[Path]:
+    """What the footprint leaves out: the warehouse (the run's data, its ledger and attempt logs),
+    the PostgreSQL server's own folder, and the set-up caches written once per machine, not per run
+    (the JVM jars and the class-data archives of ray_backfill/cds.py, keyed by the jar set)."""
+    return [warehouse, Path(postgres.home), Path.home() / ".cache" / "ray-backfill"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +62,7 @@ def pg_run(postgres, tmp_path_factory):
     # The run's own Ray (and so every log of its chunks and Spark sessions) under a folder of its own;
     # short, for Ray's 107-byte socket paths.
     ray_tmp = Path(f"/tmp/rbf-pgray-{marker[:8]}")
+    before = disk_snapshot(FOOTPRINT_ROOTS, skip=footprint_skip(warehouse, postgres))
     done, seen = run_cli_marked(
         "run", *RANGE, *LOCS, "--warehouse", str(warehouse), "--executor", "ray", "--parallelism", "2",
         "--catalog", "postgres", "--catalog-uri", postgres.jdbc_uri, "--catalog-user", postgres.user,
@@ -55,7 +70,8 @@ def pg_run(postgres, tmp_path_factory):
         marker=marker, env={"RAY_BACKFILL_CATALOG_PASSWORD": postgres.password, "RAY_TMPDIR": str(ray_tmp)},
     )
     left = wait_marked_gone(marker, timeout=30)
-    yield PgRun(warehouse, done, seen, left, ray_tmp)
+    added = disk_added(before, disk_snapshot(FOOTPRINT_ROOTS, skip=footprint_skip(warehouse, postgres)))
+    yield PgRun(warehouse, done, seen, left, ray_tmp, added)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -153,7 +169,8 @@ def test_the_password_is_in_no_output_ledger_report_log_or_command_line(pg_run, 
     assert not [cmd for cmd in pg_run.seen.values() if postgres.password in cmd]
     assert postgres.password not in done.stdout + done.stderr
     logs = [p for p in pg_run.ray_tmp.rglob("*") if p.is_file() and p.suffix in (".out", ".err", ".log")]
-    assert any("bronze-2024-01" in p.read_text(errors="replace") for p in logs), "the chunks' logs are not there"
+    # a finished attempt's Ray log files go (ray_backfill/logs.py); the last supervisor's stay till the next
+    assert any("[gold] attempt 1 starting" in p.read_text(errors="replace") for p in logs), "the chunks' logs are not there"
     for path in logs:  # Ray's, the supervisors' and the chunk processes' (their Spark drivers' too)
         assert postgres.password not in path.read_text(errors="replace"), path
     run_dir = warehouse / "_ray_backfill" / "runs" / run_id_from(done.stdout)
@@ -179,11 +196,38 @@ def test_no_process_of_the_run_is_left(pg_run):
     assert not left, left
 
 
+MiB = 1024 * 1024
+
+
+def test_the_run_leaves_nothing_on_disk_outside_its_warehouse(pg_run):
+    """A finished run leaves at most 1 MiB per task outside the warehouse, Ray's logs aside (which
+    must hold no file of a chunk's processes), and no native-library copy or application folder."""
+    assert pg_run.done.returncode == 0
+    tasks = len(read_ledger(pg_run.warehouse, run_id_from(pg_run.done.stdout))["tasks"])
+    ray_logs = {p: n for p, n in pg_run.added.items() if re.search(r"/session_[^/]+/logs/", p)}
+    rest = {p: n for p, n in pg_run.added.items() if p not in ray_logs}
+    biggest = sorted(rest.items(), key=lambda kv: -kv[1])[:10]
+    by_folder: dict[str, int] = {}
+    for path, n in rest.items():
+        folder = "/".join(path.split("/")[:4])
+        by_folder[folder] = by_folder.get(folder, 0) + n
+    assert sum(rest.values()) <= tasks * MiB, (sorted(by_folder.items(), key=lambda kv: -kv[1])[:10], biggest)
+    # what used to stay: Ray's native library per gateway (~40 MB), each application's jars (~59 MB)
+    assert not [p for p in rest if p.endswith("libcore_worker_library_java.so")], biggest
+    assert not list(pg_run.ray_tmp.glob("session_*/app-*")), list(pg_run.ray_tmp.glob("session_*/app-*"))
+    assert not [p for p in rest if re.search(r"/(liblz4-java-|libzstd-jni-|snappy-)", p)], biggest
+    # Ray's log files of the chunks' processes (chunk drivers, gateways, RayDP's Java workers) are gone
+    chunk_files = [p for p in ray_logs if re.search(r"/(java-core-driver-|java-worker-|raydp-java-worker-|slf4j-)", p)]
+    assert not chunk_files, chunk_files
+    assert sum(ray_logs.values()) <= tasks * MiB, sorted(ray_logs.items(), key=lambda kv: -kv[1])[:10]
+
+
 def test_the_postgres_jdbc_driver_is_on_every_session_classpath(spark, tmp_path):
     jar = next(j for j in manifest_jars() if Path(j).name.startswith("postgresql-"))
     conf = spark_conf(Settings(catalog=CatalogConfig(warehouse=str(tmp_path))), manifest_jars())
     assert jar in conf["spark.driver.extraClassPath"].split(":")
-    assert jar in conf["spark.jars"].split(",")
+    # not `spark.jars`: each executor would copy every jar into its application's folder (docs/operations.md#disk)
+    assert "spark.jars" not in conf
     # the JDBC catalog opens connections through DriverManager: the class must be on the JVM's own classpath
     jvm = spark.sparkContext._jvm
     driver = jvm.java.lang.Class.forName("org.postgresql.Driver", True, jvm.java.lang.ClassLoader.getSystemClassLoader())

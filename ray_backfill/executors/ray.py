@@ -35,7 +35,9 @@ from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
 from ray_backfill.ledger import run_log_dir
 from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.worker import PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
+from ray_backfill.leftovers import remove_app_dir, remove_session_files, sweep_native_copies
+from ray_backfill.logs import CappedLog, enforce_run_cap, tidy_ray_logs
+from ray_backfill.worker import FACTS_FILE, PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +92,38 @@ def _note(log_path: Path, line: str) -> None:
 
 
 def _pump(stream, log_path: Path) -> None:
-    """Copy the attempt's output (its Python logging, Spark's and the JVMs') to its log file, and to
-    this actor's own log, which the dashboard shows per actor; never to the driver's console."""
+    """Copy the attempt's output (its Python logging, Spark's and the JVMs') to its log file, first
+    and last part up to a cap (ray_backfill/logs.py), and its first part to this actor's own log,
+    which the dashboard shows per actor; never to the driver's console."""
     with open(log_path, "a", encoding="utf-8", buffering=1) as out:
+        capped = CappedLog(out)
         for line in stream:
-            out.write(line)
-            sys.stdout.write(line)
+            if capped.write(line):
+                sys.stdout.write(line)
+        capped.close()
         sys.stdout.flush()
+
+
+def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
+    """What an ended attempt left on this node outside the warehouse and its log: its Spark
+    application's work folder, Ray's native-library copies no process maps, and Ray's log files of
+    its processes (cut to their first and last part when it failed); then its own folder."""
+    if not payload or not payload.get("result_path"):
+        return
+    facts_file = Path(payload["result_path"]).with_name(FACTS_FILE)
+    try:
+        facts = json.loads(facts_file.read_text())
+    except (OSError, ValueError):
+        facts = {}
+    remove_app_dir(facts.get("session_dir"), facts.get("app_id"))
+    sweep_native_copies()
+    pids = [*facts.get("pids", []), *([pid] if pid else [])]
+    node = getattr(ray._private.worker, "_global_node", None)
+    logs_dir = facts.get("logs_dir") or (node.get_logs_dir_path() if node is not None else None)
+    tidy_ray_logs(logs_dir, facts.get("ray_jobs", []), pids, keep=failed)
+    # and those of this run's supervisors that have ended (their actors' stdout and stderr)
+    tidy_ray_logs(logs_dir, [ray.get_runtime_context().get_job_id()], [], keep=False, grace_s=0)
+    _remove_workdir(payload)
 
 
 @ray.remote(num_cpus=0, max_concurrency=3)
@@ -132,7 +159,9 @@ class ChunkSupervisor:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ray_backfill.worker", *([STANDBY_FLAG] if standby else []),
              str(workdir / "task.json")],
-            env={**os.environ, **env, SUPERVISOR_PID_ENV: str(os.getpid())},
+            # TMPDIR: what the chunk's process and its JVMs put in the temp folder goes in the
+            # attempt's own folder, removed after the attempt however it ends
+            env={**os.environ, **env, SUPERVISOR_PID_ENV: str(os.getpid()), "TMPDIR": str(workdir)},
             start_new_session=True, stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         )
@@ -162,7 +191,7 @@ class ChunkSupervisor:
             if not standby:
                 if proc is not None:
                     _kill_tree(proc)
-                    _remove_workdir(self._payload)
+                    _clean_after(self._payload, proc.pid, failed=False)
                 self._spawn(payload, env, standby=False)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
@@ -203,7 +232,7 @@ class ChunkSupervisor:
         if self._pumping is not None:  # the output's last lines, before the result names the file
             self._pumping.join(timeout=5)
         result.log_path = str(self._log)
-        _remove_workdir(payload)  # the task and result files: read, no longer needed
+        _clean_after(payload, proc.pid, failed=not result.ok)  # the task and result files: read, no longer needed
         return result
 
     def phase(self) -> str:
@@ -222,7 +251,7 @@ class ChunkSupervisor:
             if self._proc is not None and self._proc.poll() is None and self._proc.stdin is not None \
                     and not self._proc.stdin.closed:
                 _kill_tree(self._proc)  # a standby that never got its turn
-                _remove_workdir(self._payload)
+                _clean_after(self._payload, self._proc.pid, failed=False)
 
 
 def _remove_workdir(payload: dict | None) -> None:
@@ -276,6 +305,7 @@ class RayExecutor(Executor[_Attempt]):
         self.log_dir = run_log_dir(settings.catalog, run_id)
         self._phase_asked: dict[_Attempt, object] = {}  # an attempt's phase() call not yet answered
         self._phases: dict[_Attempt, str] = {}
+        self._failed_logs: set[str] = set()
 
     def __enter__(self) -> "RayExecutor":
         dashboard = None
@@ -327,7 +357,11 @@ class RayExecutor(Executor[_Attempt]):
             with contextlib.suppress(Exception):
                 ray.kill(self._limiter)
         if self._started_ray:
+            session_dir = _session_dir()
             ray.shutdown()
+            # the local cluster this run started is gone: what it kept on disk but its logs goes too
+            remove_session_files(session_dir)
+        sweep_native_copies()
 
     def default_parallelism(self) -> tuple[int, str]:
         """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory; also the most
@@ -474,7 +508,11 @@ class RayExecutor(Executor[_Attempt]):
             if self._limiter is not None and not result.ok:
                 # a chunk that died mid-request holds leases nobody will release
                 self._limiter.release_holder.remote(lease_holder(attempt.task.task_id, attempt.task.attempt))
+            if not result.ok and result.log_path:
+                self._failed_logs.add(Path(result.log_path).name)
             out.append((attempt, result))
+        if ready:  # the run's attempt logs in all stay under their cap, failed attempts' kept longest
+            enforce_run_cap(self.log_dir, spare=self._failed_logs)
         return out
 
     def cancel(self, handles: list[_Attempt]) -> None:
@@ -521,6 +559,12 @@ def pick_node(nodes: Sequence[str], in_flight: Mapping[str, int], started: Mappi
     Ties go to the earlier node in `nodes`; None when there is no node to choose from.
     """
     return min(nodes, key=lambda node: (in_flight.get(node, 0), started.get(node, 0)), default=None)
+
+
+def _session_dir() -> str | None:
+    """The session folder of the Ray cluster this process started (not one it joined), if any."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return node.get_session_dir_path() if node is not None and node.head else None
 
 
 def _cluster_cpus_and_memory_mb() -> tuple[int, float]:

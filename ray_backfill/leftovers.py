@@ -1,0 +1,172 @@
+"""What a session leaves on its node outside the warehouse, and removing it (docs/operations.md#disk).
+
+A RayDP session leaves three things behind unless removed:
+- Ray's Java runtime, in a JVM that joins Ray as a driver (RayDP's gateway), extracts its native
+  library (~40 MB) into a new folder `/tmp/ray/<epoch ms>/` (hard-coded in RayNativeRuntime.start,
+  whatever Ray's temp dir) and never deletes it. Once the JVM has loaded it the file can go: the
+  mapping stays valid. `drop_native_copy` removes a live gateway's copy; `sweep_native_copies`
+  removes copies no process maps any more (a gateway killed before its copy was dropped).
+- Each Spark application's executors work in `<Ray session dir>/<app id>/<executor id>/`;
+  `remove_app_dir` removes it when the application has ended.
+- Spark's executors unpack native libraries into the system temp folder (below) and leave them
+  when Ray ends them; `sweep_native_copies` removes those no process maps.
+- Ray's per-process log files: ray_backfill/logs.py.
+Standard library only: supervisors import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NATIVE_ROOT = Path("/tmp/ray")  # Ray's Java runtime writes here, not under `ray start --temp-dir`
+NATIVE_LIB = "libcore_worker_library_java.so"
+_NATIVE_FOLDER = re.compile(r"^\d{10,}$")  # System.currentTimeMillis()
+_APP_ID = re.compile(r"^app-[0-9A-Za-z_-]+$")
+
+
+def _native_copy_folder(line: str) -> Path | None:
+    """The extraction folder named in one /proc/PID/maps line, if it maps a copy under NATIVE_ROOT."""
+    if not line.rstrip().endswith(NATIVE_LIB):
+        return None
+    path = Path(line.split(None, 5)[-1].strip().removesuffix(" (deleted)"))
+    folder = path.parent
+    return folder if folder.parent == NATIVE_ROOT and _NATIVE_FOLDER.match(folder.name) else None
+
+
+def _mapped_folders(pid: int | str) -> set[Path]:
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            return {f for f in map(_native_copy_folder, maps) if f is not None}
+    except OSError:  # gone, or not ours to read
+        return set()
+
+
+def drop_native_copy(pid: int) -> list[Path]:
+    """Remove the native-library copies that the live process `pid` has loaded; the folders removed."""
+    removed = []
+    for folder in _mapped_folders(pid):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+# Native libraries that Spark's executors unpack into the system temp folder (lz4's, for shuffle and
+# broadcast compression) and delete only at a clean JVM exit, which a Ray worker killed by Ray
+# never has. RayDP points an executor's java.io.tmpdir at its work folder too late: the JDK reads
+# the setting once, at the JVM's first temporary file.
+_TEMP_LIBS = re.compile(r"^(?:liblz4-java-|libzstd-jni-|snappy-)[\w.-]*\.so$")
+
+
+def _all_mapped() -> set[str]:
+    """Every file some live process maps."""
+    mapped: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6 and parts[5].startswith("/"):
+                        mapped.add(parts[5].strip().removesuffix(" (deleted)"))
+        except OSError:
+            continue
+    return mapped
+
+
+FOLDER_MIN_AGE_S = 5.0  # a folder just made has no lock file yet
+
+
+def _extracting(folder: Path) -> bool:
+    """Whether a JVM is extracting into `folder` now: it holds the folder's `file_lock` (a POSIX
+    record lock, Ray's BinaryFileUtil.getNativeFile) while it copies."""
+    try:
+        fd = os.open(folder / "file_lock", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _older_than(path: Path, seconds: float, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime >= seconds
+    except OSError:
+        return False
+
+
+def sweep_native_copies(min_age_s: float = 30.0, root: Path = NATIVE_ROOT, temp: Path | None = None) -> list[Path]:
+    """Remove native-library copies that no live process maps and that are older than `min_age_s`
+    (a JVM unpacking one right now has not mapped it yet): Ray's extraction folders under `root`
+    and executors' unpacked libraries in the system temp folder `temp`; what was removed."""
+    now = time.time()
+    try:
+        folders = [p for p in root.iterdir() if _NATIVE_FOLDER.match(p.name) and p.is_dir()]
+    except OSError:
+        folders = []
+    temp = Path(tempfile.gettempdir()) if temp is None else temp
+    try:
+        libs = [p for p in temp.iterdir() if _TEMP_LIBS.match(p.name)]
+    except OSError:
+        libs = []
+    folders = [f for f in folders if _older_than(f, FOLDER_MIN_AGE_S, now)]
+    libs = [f for f in libs if _older_than(f, min_age_s, now)]
+    if not folders and not libs:
+        return []
+    mapped = _all_mapped()
+    removed = [f for f in folders if str(f / NATIVE_LIB) not in mapped and not _extracting(f)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    for lib in libs:
+        if str(lib) not in mapped:
+            for each in (lib, lib.with_name(lib.name + ".lck")):
+                with contextlib.suppress(OSError):
+                    each.unlink()
+            removed.append(lib)
+    return removed
+
+
+def remove_app_dir(session_dir: str | Path | None, app_id: str | None) -> bool:
+    """Remove a finished Spark application's executor work folder on this node; True if one was there."""
+    if not session_dir or not app_id or not _APP_ID.match(app_id):
+        return False
+    folder = Path(session_dir) / app_id
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def remove_session_files(session_dir: str | Path | None) -> None:
+    """Remove a stopped Ray cluster's session folder but its logs (Ray keeps it all after
+    `ray.shutdown()`: sockets, runtime environments, metrics, its own native-library copy)."""
+    if not session_dir or not Path(session_dir).name.startswith("session_"):
+        return
+    try:
+        entries = list(Path(session_dir).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name == "logs":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
