@@ -192,18 +192,44 @@ def tables_markdown() -> str:
     return "\n".join(lines)
 
 
+# Every commit writes a new metadata file, and Iceberg keeps the old ones by default (it lists the
+# last 100 and deletes none): a long backfill commits once per chunk, so delete all but the last 20
+# (docs/operations.md#long-runs-metadata). 20 outlasts any reader: one opens the file a pointer
+# named milliseconds before, and 21 commits would have to land in between for it to be gone.
+METADATA_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true",
+                       "write.metadata.previous-versions-max": "20"}
+
+
+def table_properties(catalog: CatalogConfig) -> dict[str, str]:
+    """The properties every lakehouse table is created with (docs/tables.md#conventions)."""
+    return {"format-version": "2", "write.distribution-mode": "hash",
+            "commit.retry.num-retries": str(int(catalog.commit_retries)),
+            "commit.retry.min-wait-ms": "200", "commit.retry.max-wait-ms": "10000", **METADATA_PROPERTIES}
+
+
+def _properties_sql(properties: dict[str, str]) -> str:
+    """`'k'='v', ...`: keys and values are this module's constants and integers, never user text."""
+    return ", ".join(f"'{key}'='{value}'" for key, value in properties.items())
+
+
 def ensure_tables(spark, catalog: CatalogConfig) -> None:
-    """Create the namespaces and tables that do not exist yet; existing ones are left alone."""
+    """Create the namespaces and tables that do not exist yet; an existing table keeps its
+    properties but gets METADATA_PROPERTIES (one commit, only where they differ)."""
     for namespace in sorted({t.namespace for t in ALL_TABLES}):
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog.name}.{namespace}")
-    props = (
-        "'format-version'='2', 'write.distribution-mode'='hash', "
-        f"'commit.retry.num-retries'='{int(catalog.commit_retries)}', "
-        "'commit.retry.min-wait-ms'='200', 'commit.retry.max-wait-ms'='10000'"
-    )
+    props = _properties_sql(table_properties(catalog))
     for spec in ALL_TABLES:
+        name = spec.qualified(catalog)  # validated identifiers
+        if spark.catalog.tableExists(name):
+            _update_properties(spark, name, METADATA_PROPERTIES)
+            continue
         partition = f" PARTITIONED BY ({spec.partitioned_by})" if spec.partitioned_by else ""
-        spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {spec.qualified(catalog)} ({spec.ddl()}) USING iceberg"
-            f"{partition} TBLPROPERTIES ({props})"
-        )
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({spec.ddl()}) USING iceberg{partition} TBLPROPERTIES ({props})")
+
+
+def _update_properties(spark, name: str, wanted: dict[str, str]) -> None:
+    """Set those of `wanted` that the table lacks or holds otherwise; nothing (no commit) when it has them all."""
+    have = {row[0]: row[1] for row in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    missing = {key: value for key, value in wanted.items() if have.get(key) != value}
+    if missing:
+        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({_properties_sql(missing)})")
