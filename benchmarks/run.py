@@ -301,10 +301,27 @@ def _finish(results: dict, workload: Workload, profiles: list[str], out: Path) -
     written = report.write(results, out)
     print(report.markdown(results))
     print("wrote " + ", ".join(str(p) for p in written))
+    write_costs_from(out, results["command"])
     if not results["checksums_identical"]:
         print("error: the runs' tables differ (see checksums in results.json)", file=sys.stderr)
         return 1
     return 0
+
+
+def write_costs_from(out: Path, command: str) -> None:
+    """The constants of `ray-backfill plan`'s estimate (ray_backfill/costs.json), from the results in
+    the repository's results folder (a run with --out elsewhere leaves them alone)."""
+    if out.resolve() != RESULTS.resolve():
+        return
+    from ray_backfill.estimate import COSTS_FILE, write_costs
+
+    try:
+        written = write_costs(out, command.strip())
+    except ValueError as exc:  # the measurements stay; the estimate keeps its earlier constants
+        print(f"warning: {COSTS_FILE} not rewritten: {exc}", file=sys.stderr)
+        return
+    print(f"wrote {COSTS_FILE}: the plan's estimate constants (worst error {written['worst_error'] or 0:.0%} "
+          f"over the {len(written['validation'])} measured runs)")
 
 
 if __name__ == "__main__":

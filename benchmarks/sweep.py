@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.out / "sweep.png")
     partial.unlink(missing_ok=True)
     print(markdown(results))
+    from benchmarks.run import write_costs_from
+
+    write_costs_from(args.out, results["command"])  # its per-row fits: the plan's estimate constants
     if not results["rows_identical"]:
         print("error: the modes wrote different bronze row counts at one point (see sweep.json)", file=sys.stderr)
         return 1
