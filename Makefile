@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --start-date 2024-01-01 --end-date 2024-03-31
 
-.PHONY: setup jars services demo test test-fast bench sweep clean
+.PHONY: setup jars services demo test test-fast bench sweep soak clean
 
 JARS ?= $(or $(RAY_BACKFILL_JARS),$(HOME)/.cache/ray-backfill/jars)
 
@@ -49,6 +49,11 @@ bench: setup
 # results in benchmarks/results/sweep.*
 sweep: setup
 	$(BIN)/python -m benchmarks.sweep $(SWEEP_ARGS)
+
+# Cost per chunk over a long daily backfill, first chunks against the last (an idle machine, 2 to 3
+# hours; SOAK_ARGS=--quick about 15 min): results in benchmarks/results/soak/, exit 1 if a Ray mode grows
+soak: setup
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) warehouse

@@ -91,3 +91,38 @@ def timeline(run: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def per_chunk(lines: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str, path: Path,
+              smooth: int = 1) -> Path:
+    """One line per series against the chunk number; with `smooth` > 1 a rolling median over the raw values."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for label, (x, y) in lines.items():
+        if not x:
+            continue
+        if smooth > 1 and len(y) > smooth:
+            raw = ax.plot(x, y, linewidth=0.6, alpha=0.3)[0]
+            ax.plot(x, _rolling_median(y, smooth), color=raw.get_color(), linewidth=1.6,
+                    label=f"{label} (rolling median of {smooth})")
+        else:
+            ax.plot(x, y, linewidth=1.2, marker="." if len(x) < 60 else None, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("chunk (in completion order)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _rolling_median(values: list[float], window: int) -> list[float]:
+    # centred, shrinking at the ends: the line starts at the first chunk and ends at the last
+    half = window // 2
+    out = []
+    for i in range(len(values)):
+        part = sorted(values[max(0, i - half): i + half + 1])
+        out.append(part[len(part) // 2])
+    return out

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,132 @@ def test_the_sweep_locations_are_distinct_and_load(tmp_path):
 
     locations = load_locations(sweep.locations_file(96, tmp_path))
     assert len(locations) == 96 and len({(loc.latitude, loc.longitude) for loc in locations}) == 96
+
+
+# --- the soak (benchmarks/soak.py) ------------------------------------------------------------------
+
+
+def _soak_rows(n=100, **series):
+    rows = [{"chunk": i + 1} for i in range(n)]
+    for key, value in series.items():
+        for i, row in enumerate(rows):
+            row[key] = value(i)
+    return rows
+
+
+def test_the_soak_verdict_compares_the_last_tenth_of_chunks_with_the_first():
+    from benchmarks import soak
+
+    rows = _soak_rows(
+        chunk_s=lambda i: 5.0 + (0.3 if i % 2 else -0.3),  # noisy but flat
+        cpu_s=lambda i: 1.0 + i / 100,  # grows by half: 1.05 -> 1.945 (medians of 10 chunks)
+        driver_rss_mb=lambda i: 200.0 - i,  # falls: not an accumulation
+        driver_fds=lambda i: 20 + (i > 50),  # one more fd: below the floor of 2
+        ray_run_added_mb=lambda i: 0.0 if i < 90 else 0.005,  # from nothing, but below the floor of 0.01 MiB
+        tables_added_mb=lambda i: 0.0 if i < 90 else 0.05,  # from nothing to 50 KiB a chunk
+        commit_s=lambda i: None if i < 50 else 2.0,  # measured only for the later half: medians of what there is
+    )
+    got = {v["measure"]: v for v in soak.verdict(rows)}
+    assert got["chunk_s"]["status"] == "PASS" and got["chunk_s"]["first"] == pytest.approx(5.0)
+    assert got["cpu_s"]["status"] == "FAIL" and got["cpu_s"]["last"] == pytest.approx(1.945)
+    assert got["driver_rss_mb"]["status"] == "PASS" and got["driver_rss_mb"]["change"] < -0.1
+    assert got["driver_fds"]["status"] == "PASS"
+    assert got["ray_run_added_mb"]["status"] == "PASS"
+    assert got["tables_added_mb"]["status"] == "FAIL" and got["tables_added_mb"]["change"] is None
+    assert got["commit_s"]["status"] == "PASS"
+    assert got["long_lived_rss_mb"]["status"] == "n/a"  # no values at all
+    assert "gap_s" not in got  # shown, not judged
+    # one chunk: its own first and last tenth
+    assert soak.edges([3.0]) == (3.0, 3.0) and soak.judge(3.0, 3.4, floor=0.1) == "FAIL"
+
+
+def test_the_soak_charges_what_the_run_used_between_completions_to_the_chunks_that_finished():
+    from types import SimpleNamespace
+
+    from benchmarks import soak
+
+    # (started, CPU-s so far, chunks that finished) at each poll; before the first chunk nothing is charged
+    polls = [(False, 10.0, []), (True, 14.0, []), (True, 20.0, ["a"]), (True, 22.0, []), (True, 30.0, ["b", "c"])]
+    levels = iter([{"cpu_s": cpu, "tables_mb": cpu / 10, "logs_mb": 0.0, "ray_tmp_mb": 0.0, "ray_run_mb": None,
+                    "driver_rss_mb": 99.0}
+                   for _, cpu, _ in polls])
+    finished = iter(polls)
+
+    def watch_poll():
+        started, _, done = next(finished)
+        sampler.watch.bronze_started = started
+        return [SimpleNamespace(task_id=t, start="2024-01-01", seconds=1.0, rows=24, attempts=1, peak_rss_mb=None,
+                                metrics={"ended_at": 100.0 + i, "write_seconds": 0.5}) for i, t in enumerate(done)]
+
+    sampler = soak.SoakSampler(SimpleNamespace(warehouse=Path("/nonexistent"), levels=lambda: next(levels)))
+    sampler.watch = SimpleNamespace(poll=watch_poll, bronze_started=False, log_dir=None, run_id=None)
+    for _ in polls:
+        sampler.poll()
+    assert [(r["task_id"], r["cpu_s"]) for r in sampler.rows] == [("a", 10.0), ("b", 5.0), ("c", 5.0)]
+    assert [r["tables_added_mb"] for r in sampler.rows] == [1.0, 0.5, 0.5]
+    assert [r["chunk"] for r in sampler.rows] == [1, 2, 3] and sampler.rows[0]["ray_run_added_mb"] is None
+    assert sampler.rows[2]["driver_rss_mb"] == 99.0
+
+
+def test_the_soak_fails_on_a_ray_mode_only_and_on_a_failed_run():
+    from benchmarks import soak
+
+    def run(mode, rows, code=0):
+        return {"mode": mode, "label": mode, "exit_code": code, "wall_s": 100.0, "cpu_s": 150.0, "rows": rows,
+                "report": None, "estimate": {"seconds": 90.0}, "warehouse_mb_end": 5.0, "cpu_from": "cgroup"}
+
+    flat = _soak_rows(20, cpu_s=lambda i: 2.0)
+    growing = _soak_rows(20, cpu_s=lambda i: 2.0 + i)
+    results = {"runs": {"local": run("local", flat), "sequential": run("sequential", growing)}}
+    assert soak.conclude(results) is True  # the baseline grows: shown, not a failure
+    assert results["runs"]["local"]["summary"]["estimate"]["ok"] is True  # 100 s against 90 s: within 25 %
+    results["runs"]["raydp"] = run("raydp", growing)
+    assert soak.conclude(results) is False
+    results["runs"]["raydp"] = run("raydp", flat, code=1)
+    assert soak.conclude(results) is False
+    assert any(line.startswith("FAIL raydp: the run ended with exit code 1") for line in soak.verdict_lines(results))
+
+
+def test_the_soak_reads_the_plans_estimate_lines_when_there_are_any():
+    from benchmarks import soak
+
+    text = ("plan 2024-01-01 .. 2024-01-04: 4 daily chunks\n"
+            "estimate: 1,234 s (21 min) with --executor ray --spark-mode local, p=2: run 40 s + bronze 1,100 s\n"
+            "estimate constants: ray_backfill/costs.json, written 2026-12-07\n"
+            "disk: 661.6 KiB for the warehouse: 96 rows x 15 B\n")
+    got = soak.parse_estimate(text)
+    assert got["seconds"] == 1234.0 and got["disk_mb"] == pytest.approx(661.6 / 1024)
+    assert soak.parse_estimate("plan ...\nsource calls: 4 requests\n")["seconds"] is None
+    assert soak.duration_seconds("1h 02m") == 3720.0 and soak.duration_seconds("0:12:34") == 754.0
+
+
+@pytest.mark.spark
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_soak_command_writes_one_row_per_chunk_and_a_plot_per_measure(tmp_path):
+    from benchmarks import soak
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--modes", "sequential", "--start", "2024-01-01", "--days", "4",
+         "--locations", "hanoi", "--bronze-only", "--every", "0.2", "--share-cpu", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "VERDICT: PASS" in done.stdout  # no Ray mode ran: nothing to fail
+    results = json.loads((tmp_path / "soak.json").read_text())
+    rows = results["runs"]["sequential"]["rows"]
+    assert [r["chunk"] for r in rows] == [1, 2, 3, 4]
+    assert [r["task_id"] for r in rows] == [f"bronze-2024-01-0{d}_2024-01-0{d}" for d in (1, 2, 3, 4)]
+    keys = {"chunk_s", "cpu_s", "commit_s", "driver_rss_mb", "driver_fds", "long_lived_rss_mb", "long_lived_fds",
+            "tables_added_mb", "ray_run_added_mb", "bronze_metadata_kb", "conflicts", "retries", "gap_s", "rows",
+            "stray_procs", "held_deleted_mb"}
+    assert all(keys <= set(r) for r in rows)
+    assert all(r["rows"] == 24 and r["chunk_s"] > 0 and r["commit_s"] > 0 for r in rows)
+    assert rows[0]["driver_rss_mb"] > 20 and "Spark JVM" in rows[0]["long_lived"]  # the baseline's one JVM
+    assert rows[-1]["bronze_metadata_kb"] > rows[0]["bronze_metadata_kb"]  # a snapshot more per commit
+    assert results["runs"]["sequential"]["processes_left"] == 0  # its JVM ended with it
+    for measure in soak.MEASURES:
+        assert (tmp_path / f"{measure.key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (tmp_path / "soak.html").read_text()
+    assert "sequential baseline" in (tmp_path / "soak.md").read_text()
