@@ -34,6 +34,7 @@ from jobs.maintain import MaintainOptions, MaintainReport
 from jobs.sources.limits import estimate_seconds
 from jobs.sources.openmeteo import check_dates, request_weight
 from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
+from ray_backfill import estimate
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
     HEARTBEAT_S,
@@ -49,7 +50,7 @@ from ray_backfill.ledger import (
     run_log_dir,
     utcnow,
 )
-from ray_backfill.maintain import run_options
+from ray_backfill.maintain import RunExpiry, run_options
 from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
 from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
 from ray_backfill.progress import Flight, Progress, summary_table
@@ -204,7 +205,9 @@ def _warehouse_text(catalog: CatalogConfig) -> str:
 
 
 def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
-    """The plan: chunks, locations, the source calls it will make and their time at the source's limits."""
+    """The plan: chunks, locations, the source calls it will make and their time at the source's limits,
+    the run's estimated wall time and disk (ray_backfill/estimate.py), and a warning when the sequential
+    baseline is estimated faster."""
     chunks = request.chunks
     source = request.settings.source
     nvars = len(inputs.variables)
@@ -213,15 +216,51 @@ def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
     weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
     stages = [s for s in DATA_STAGES if s not in request.skip] + (["maintain"] if request.maintain else [])
     limits = source.limits
+    mode = estimate.mode_of(request.executor, request.settings.spark.mode)
+    cores = os.cpu_count() or 1
+    cluster = request.address or os.environ.get("RAY_ADDRESS")
+    parallelism = estimate.default_parallelism(mode, cores, request.settings.spark.executor_cores,
+                                               None if cluster else request.parallelism)
+    cores_text = "this machine's"
+    if cluster and request.executor == "ray":  # a cluster's CPUs are not asked for before the run
+        parallelism = request.parallelism or parallelism
+        cores = max(cores, parallelism * request.settings.spark.executor_cores)
+        cores_text = f"assumed for {cluster}: --parallelism x executor cores, at least this machine's"
+    floors: dict[int, float] = {}
+
+    def floor(of_mode: str) -> float:
+        """The limiter model's shortest ingestion, at the requests in flight the mode keeps."""
+        if source.kind != "open-meteo":
+            return 0.0
+        concurrency = estimate.source_concurrency(of_mode, parallelism, source.request_concurrency)
+        if concurrency not in floors:
+            floors[concurrency] = estimate_seconds(weights, limits, concurrency=concurrency)
+        return floors[concurrency]
+
     lines = [
         f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
         f"chunks x {nloc} locations, {nvars} variables, source {source.kind}, stages {'+'.join(stages)}",
         f"source calls: {len(weights)} requests, {sum(weights):,.1f} weighted calls",
     ]
     if source.kind == "open-meteo":
-        floor = estimate_seconds(weights, limits, concurrency=source.request_concurrency * max(1, request.parallelism or 1))
+        in_flight = estimate.source_concurrency(mode, parallelism, source.request_concurrency)
         lines.append(f"source profile {source.profile} ({limits.describe()}): ingestion takes at least "
-                     f"{floor:,.0f}s at those limits ({limits.latency_s:g}s per request)")
+                     f"{floor(mode):,.0f}s at those limits ({limits.latency_s:g}s per request, "
+                     f"{min(in_flight, limits.max_in_flight or in_flight)} in flight)")
+    try:
+        costs = estimate.load_costs()
+    except (OSError, ValueError) as exc:
+        lines.append(f"estimate: not available ({exc})")
+    else:
+        work = estimate.Work(chunk_rows=[nloc * c.days * 24 for c in chunks],
+                             chunk_requests=[len(batches)] * len(chunks) if source.kind == "open-meteo" else [],
+                             latency_s=limits.latency_s if source.kind == "open-meteo" else 0.0,
+                             request_concurrency=source.request_concurrency,
+                             stages=frozenset(s for s in DATA_STAGES if s not in request.skip))
+        chosen = estimate.estimate(costs, mode, work, parallelism=parallelism, cores=cores, source_s=floor(mode))
+        baseline = estimate.estimate(costs, estimate.BASELINE, work, parallelism=1, cores=cores,
+                                     source_s=floor(estimate.BASELINE))
+        lines += estimate.estimate_lines(costs, chosen, baseline, work, cores_text)
     for c in chunks:
         lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
                      f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
@@ -519,6 +558,7 @@ class _Loop:
         self._shown = 0.0  # when the live display last learnt the attempts' phases
         self._phases: dict[str, str] = {}
         self._maintain: MaintainOptions | None = None  # the maintain task's cutoffs, found once
+        self._expiry = RunExpiry(request.settings.catalog, ledger, record)  # docs/operations.md#long-runs-metadata
 
     def _event(self, task: TaskRecord, line: str, started: bool = False) -> None:
         self.ledger.event(self.record, task)
@@ -591,6 +631,7 @@ class _Loop:
                     if result.ended_at is None:
                         result.ended_at = round(time.time(), 3)
                     self._finish(flight.task, result, tries, not_before, queue)
+                    self._expiry.after(flight.task, [f.began for f in in_flight.values()], not (queue or in_flight))
                 self._show(in_flight)
                 if not in_flight and queue:
                     time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
