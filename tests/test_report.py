@@ -26,7 +26,7 @@ from jobs.tasks import Task
 from ray_backfill.executors.base import TaskResult
 from ray_backfill.ledger import HISTORY_KEPT, ChunkStatus, TaskRecord, attempt_entry
 from ray_backfill.progress import Progress
-from ray_backfill.report import HIDDEN, MAX_LABEL_ROWS, attempts_of, pack_lanes, render_html
+from ray_backfill.report import HIDDEN, MAX_LABEL_ROWS, attempts_of, build, pack_lanes, render_html
 from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
 from tests.helpers import ROOT
 from tests.inmemory import Call, InMemoryExecutor, scripted
@@ -228,6 +228,58 @@ def test_text_from_the_ledger_is_escaped(failed_run):
     data["error"] = "<img src=x onerror=alert(2)>"
     text = render_html(data)
     assert "<script>alert" not in text and "<img src=x" not in text and "&lt;script&gt;alert(1)" in text
+
+
+def _two_tasks(error: str = "HTTP 429 from the source", task_id: str = BRONZE[1]) -> dict:
+    """A record of two chunks: the first retried once and then committed, the second failed."""
+    t0 = 1_767_225_600.0
+    return {"run_id": "20260101T000000Z-abc123", "outcome": "failed", "created_at": "2026-01-01T00:00:00+00:00",
+            "request": {"start_date": "2024-01-01", "end_date": "2024-02-29", "granularity": "monthly",
+                        "executor": "ray"},
+            "settings": {"source": {"api_url": "http://fake:8080", "note": error}},
+            "stage_seconds": {"prepare": 2.0, "bronze": 70.0},
+            "tasks": [{"task_id": BRONZE[0], "stage": "bronze", "status": "succeeded", "attempts": 2, "rows": 1200,
+                       "seconds": 30.0, "node_id": NODES[0], "peak_rss_mb": 812.4,
+                       "history": [attempt_entry(1, "failed", t0, t0 + 10, node_id=NODES[1], error="timed out")],
+                       "metrics": {"started_at": t0 + 20, "ended_at": t0 + 50, "tables": {"bronze": 1200},
+                                   "phases": {"fetch": [t0 + 20, t0 + 40], "write": [t0 + 40, t0 + 50]}}},
+                      {"task_id": task_id, "stage": "bronze", "status": "failed", "attempts": 1, "rows": 0,
+                       "seconds": 5.0, "node_id": NODES[1], "error": error,
+                       "history": [attempt_entry(1, "failed", t0 + 1, t0 + 6, node_id=NODES[1], error=error)]}]}
+
+
+def test_the_model_is_built_from_the_record_without_markup():
+    m = build(_two_tasks())
+    assert (m.run_id, m.outcome, m.start_date, m.end_date, m.finished) == (
+        "20260101T000000Z-abc123", "failed", "2024-01-01", "2024-02-29", "—")
+    assert m.cards == [("wall time", "0.0s"), ("bronze chunks", "1 / 2 committed"), ("attempts", "3 (2 not ok)"),
+                       ("bronze rows", "1,200"), ("peak memory", "812 MiB")]
+    assert [(a.task_id, a.attempt, a.status) for a in m.attempts] == [
+        (BRONZE[0], 1, "failed"), (BRONZE[1], 1, "failed"), (BRONZE[0], 2, "succeeded")]
+    assert [(t.task_id, t.status, t.attempts, t.rows, t.peak_mb, t.node, t.error) for t in m.tasks] == [
+        (BRONZE[0], "succeeded", "2 (1 not ok)", "1,200", "812", NODES[0][:12], ""),
+        (BRONZE[1], "failed", "1 (1 not ok)", "0", "—", NODES[1][:12], "HTTP 429 from the source")]
+    assert [(b.task_id, b.peak_rss_mb) for b in m.memory] == [(BRONZE[0], 812.4)]
+    assert [(r.name, r.rows_now, r.written, r.percent) for r in m.tables] == [("bronze", "—", "1,200", 100.0)]
+    assert not m.tables_from_gold and m.source is None and m.earlier_tasks == 0
+    assert m.stage_seconds == [("prepare", 2.0), ("bronze", 70.0)]
+    assert dict(m.settings)["source"] == [("api_url", "http://fake:8080"), ("note", "HTTP 429 from the source")]
+    assert "<" not in repr(m)  # plain text: escaping is the template's
+
+
+def test_a_hostile_task_error_and_id_are_escaped_everywhere_the_page_shows_them():
+    error = """</td></tr><script>alert("x&y")</script><img src='z'>"""
+    text = render_html(_two_tasks(error=error, task_id="bronze-<b>2</b>"))
+    assert "<script>alert" not in text and "<img src=" not in text and "<b>2</b>" not in text
+    # as html.escape(quote=True) writes it, as the page always did: &quot; and &#x27;, not markupsafe's &#34; &#39;
+    escaped = ("&lt;/td&gt;&lt;/tr&gt;&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;"
+               "&lt;img src=&#x27;z&#x27;&gt;")
+    assert text.count(f'<td class="err">{escaped}</td>') == 1  # the task table
+    assert f'<td class="mono">{escaped}</td>' in text  # the settings
+    assert f"error: {escaped}" in text  # the failed attempt's tooltip
+    task = "bronze-&lt;b&gt;2&lt;/b&gt;"
+    assert f'data-task="{task}"' in text and f'<td class="mono">{task}</td>' in text
+    assert text.count("<script>") == 1  # the page's own
 
 
 # --- the page in a real browser ---------------------------------------------------------------------
