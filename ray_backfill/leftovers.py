@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,9 +51,13 @@ def _mapped_folders(pid: int | str) -> set[Path]:
 
 
 def drop_native_copy(pid: int) -> list[Path]:
-    """Remove the native-library copies that the live process `pid` has loaded; the folders removed."""
+    """Remove the native-library copies that the live process `pid` has loaded and no other process
+    maps or is extracting (two JVMs started in the same millisecond share a folder); the removed."""
     removed = []
     for folder in _mapped_folders(pid):
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != pid and folder in _mapped_folders(p)]
+        if others or _extracting(folder):
+            continue  # the sweep takes it once nothing uses it
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
@@ -64,6 +67,7 @@ def drop_native_copy(pid: int) -> list[Path]:
 # broadcast compression) and delete only at a clean JVM exit, which a Ray worker killed by Ray
 # never has. RayDP points an executor's java.io.tmpdir at its work folder too late: the JDK reads
 # the setting once, at the JVM's first temporary file.
+JAVA_TMP = Path("/tmp")  # a JVM's java.io.tmpdir unless told otherwise: it ignores TMPDIR
 _TEMP_LIBS = re.compile(r"^(?:liblz4-java-|libzstd-jni-|snappy-)[\w.-]*\.so$")
 
 
@@ -120,7 +124,7 @@ def sweep_native_copies(min_age_s: float = 30.0, root: Path = NATIVE_ROOT, temp:
         folders = [p for p in root.iterdir() if _NATIVE_FOLDER.match(p.name) and p.is_dir()]
     except OSError:
         folders = []
-    temp = Path(tempfile.gettempdir()) if temp is None else temp
+    temp = JAVA_TMP if temp is None else temp
     try:
         libs = [p for p in temp.iterdir() if _TEMP_LIBS.match(p.name)]
     except OSError:

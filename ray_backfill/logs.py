@@ -7,11 +7,13 @@ Standard library only: supervisors import it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import tempfile
 import re
 import time
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Iterable, Sequence, TextIO
 
 ATTEMPT_HEAD_BYTES = 256 * 1024  # an attempt log's first part: how it started, its settings, the first errors
 ATTEMPT_TAIL_BYTES = 256 * 1024  # and its last part: how it ended
@@ -29,14 +31,16 @@ class CappedLog:
         self.kept: collections.deque[str] = collections.deque()
         self.kept_bytes = 0
         self.cut_lines = self.cut_bytes = 0
+        self.overflowed = False  # past the first part: every later line is kept for the last part
 
     def write(self, line: str) -> bool:
         """Write or keep `line`; True when it went to the file now."""
         size = len(line.encode("utf-8", "replace"))
-        if self.written + size <= self.head and not self.kept:
+        if not self.overflowed and self.written + size <= self.head:
             self.out.write(line)
             self.written += size
             return True
+        self.overflowed = True
         self.kept.append(line)
         self.kept_bytes += size
         while self.kept_bytes > self.tail and self.kept:
@@ -67,9 +71,14 @@ def cut_file(path: Path, keep: int = RAY_LOG_KEEP_BYTES) -> None:
             f.seek(size - keep)
             tail = f.read(keep)
         note = f"\n[ray-backfill: {size - 2 * keep:,} bytes cut here]\n".encode()
-        tmp = path.with_name(path.name + ".cut")
-        tmp.write_bytes(head + note + tail)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(head + note + tail)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     except OSError:
         pass
 
@@ -88,6 +97,9 @@ def _pid_alive(pid: int) -> bool:
 _JOB_FILE = re.compile(r"^(?:(?:java|raydp-java)-worker-([0-9a-f]{8})-(\d+)\.log"
                        r"|worker-[0-9a-f]+-([0-9a-f]{8})-(\d+)\.(?:out|err))$")
 _PID_SUFFIX = re.compile(r"[-_](\d+)\.(?:log|out|err)$")
+# the per-process files a pid names (not the daemons', whose names may end in a port)
+_PER_PROCESS = ("python-core-driver-", "java-core-driver-", "python-core-worker-", "java-core-worker-",
+                "java-worker-", "raydp-java-worker-", "worker-", "slf4j-")
 
 
 def ray_log_files(logs_dir: Path, jobs: Iterable[str], pids: Iterable[int]) -> list[Path]:
@@ -106,7 +118,7 @@ def ray_log_files(logs_dir: Path, jobs: Iterable[str], pids: Iterable[int]) -> l
             pids.add(int(m.group(2) or m.group(4)))
     found = []
     for name in names:
-        m = _PID_SUFFIX.search(name)
+        m = _PID_SUFFIX.search(name) if name.startswith(_PER_PROCESS) else None
         driver = name.startswith(("python-core-driver-", "java-core-driver-")) and name.split("-")[3][:8] in jobs
         if driver or (m and int(m.group(1)) in pids):
             found.append(logs_dir / name)
@@ -147,21 +159,21 @@ def tidy_ray_logs(logs_dir: str | Path | None, jobs: Iterable[str], pids: Iterab
     return done
 
 
-def enforce_run_cap(folder: Path | None, cap: int = RUN_LOG_CAP_BYTES, spare: Iterable[str] = ()) -> list[Path]:
-    """Keep a run's attempt logs under `cap` bytes in all: remove the oldest first, except the
-    files named in `spare` (failed attempts' logs, kept while anything else can go); the removed."""
+def enforce_run_cap(folder: Path | None, finished: Sequence[str], cap: int = RUN_LOG_CAP_BYTES) -> list[Path]:
+    """Keep a run's attempt logs under `cap` bytes in all by removing finished attempts' logs, in
+    the order `finished` names them (the caller puts failed attempts' last); a log still being
+    written is never named there. The removed."""
     if folder is None:
         return []
     try:
-        files = sorted((p for p in folder.glob("*.log") if p.is_file()), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
+        total = sum(p.stat().st_size for p in folder.glob("*.log") if p.is_file())
     except OSError:
         return []
-    spare = set(spare)
     removed = []
-    for path in sorted(files, key=lambda p: p.name in spare):  # stable: oldest first, spared ones last
+    for name in finished:
         if total <= cap:
             break
+        path = folder / name
         try:
             size = path.stat().st_size
             path.unlink()

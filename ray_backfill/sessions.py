@@ -250,7 +250,10 @@ def spark_session(settings: Settings, app_name: str, log_path: Path | None = Non
         raise
     session.sparkContext.setLogLevel("ERROR")
     if facts_path is not None:
-        _write_facts(facts_path, session)
+        try:
+            _write_facts(facts_path, session)
+        except Exception as exc:  # what cleans up after the attempt is not worth failing it for
+            log.warning("what session %s leaves on its node was not recorded: %s", app_name, exc)
     for key, value in catalog_secrets(settings.catalog).items():  # after start: never on a command line
         session.conf.set(key, value)
     log.info("spark session %s (%s) up in %.1fs", app_name, settings.spark.mode, time.monotonic() - started)

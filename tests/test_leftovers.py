@@ -99,6 +99,9 @@ def test_a_live_process_copy_goes_at_once_and_stays_usable(tmp_path, mapper, mon
     assert not folder.exists()
     assert proc.poll() is None  # the mapping outlives the file
     assert drop_native_copy(proc.pid) == []  # a deleted mapping names no folder to remove
+    shared = _native_folder(tmp_path, "1796651788059")  # two JVMs started in the same millisecond
+    first, second = mapper(shared / NATIVE_LIB), mapper(shared / NATIVE_LIB)
+    assert drop_native_copy(first.pid) == [] and shared.exists()  # the other still maps it: the sweep's
 
 
 def test_an_application_folder_and_a_stopped_session_folder_go_but_their_logs(tmp_path):
@@ -137,6 +140,12 @@ def test_an_attempt_log_keeps_its_first_and_last_part():
         small.write(line)
     small.close()
     assert short.getvalue() == "".join(lines[:3])  # under the cap: as it came, nothing added
+    # a line larger than the last part does not reopen the first part for the lines after it
+    out = io.StringIO()
+    log = CappedLog(out, head=100, tail=60)
+    assert [log.write(line) for line in (lines[0], "y" * 200 + "\n", lines[1])] == [True, False, False]
+    log.close()
+    assert out.getvalue().startswith(lines[0] + "[ray-backfill: 1 lines") and out.getvalue().endswith(lines[1])
 
 
 def test_a_file_is_cut_to_its_first_and_last_part(tmp_path):
@@ -152,41 +161,44 @@ def test_a_file_is_cut_to_its_first_and_last_part(tmp_path):
     assert small.read_bytes() == b"x" * 100
 
 
-def _ray_logs(folder: Path, dead: int, alive: int) -> dict[str, Path]:
+def _ray_logs(folder: Path, dead: list[int], alive: int) -> dict[str, Path]:
+    """Ray's log files of an attempt whose chunk driver, gateway and executor were `dead[0..2]`."""
     names = {
-        "chunk_driver": f"python-core-driver-02000000ffffffffffffffffffffffffffffffffffffffffffffffff_{dead}.log",
-        "gateway": f"java-core-driver-03000000ffffffffffffffffffffffffffffffffffffffffffffffff_{dead + 1}.log",
-        "executor": f"java-worker-03000000-{dead + 2}.log",
-        "executor_raydp": f"raydp-java-worker-03000000-{dead + 2}.log",
-        "executor_core": f"java-core-worker-0d62c44c5a80fbe3ee9376b2981446c35a4b2f58ad052864f42d85ec_{dead + 2}.log",
-        "executor_out": f"worker-0d62c44c5a80fbe3ee9376b2981446c35a4b2f58ad052864f42d85ec-03000000-{dead + 2}.out",
-        "slf4j": f"slf4j-{dead + 1}.log",
+        "chunk_driver": f"python-core-driver-02000000ffffffffffffffffffffffffffffffffffffffffffffffff_{dead[0]}.log",
+        "gateway": f"java-core-driver-03000000ffffffffffffffffffffffffffffffffffffffffffffffff_{dead[1]}.log",
+        "executor": f"java-worker-03000000-{dead[2]}.log",
+        "executor_raydp": f"raydp-java-worker-03000000-{dead[2]}.log",
+        "executor_core": f"java-core-worker-0d62c44c5a80fbe3ee9376b2981446c35a4b2f58ad052864f42d85ec_{dead[2]}.log",
+        "executor_out": f"worker-0d62c44c5a80fbe3ee9376b2981446c35a4b2f58ad052864f42d85ec-03000000-{dead[2]}.out",
+        "slf4j": f"slf4j-{dead[1]}.log",
         "run_driver": f"python-core-driver-01000000ffffffffffffffffffffffffffffffffffffffffffffffff_{alive}.log",
-        "other_job": f"java-worker-05000000-{dead + 3}.log",
+        "other_job": f"java-worker-05000000-{dead[3]}.log",
         "raylet": "raylet.out",
     }
     folder.mkdir(parents=True, exist_ok=True)
     for name in names.values():
         (folder / name).write_bytes(b"x" * 300_000)
     (folder / "events").mkdir(exist_ok=True)
-    (folder / "events" / f"event_CORE_WORKER_{dead + 2}.log").write_text("")
+    (folder / "events" / f"event_CORE_WORKER_{dead[2]}.log").write_text("")
     return {key: folder / name for key, name in names.items()}
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+def _dead_pids(n: int = 4) -> list[int]:
+    """Pids of processes that have exited (not reused soon: Linux hands pids out in turn)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(n)]
+    for proc in procs:
+        proc.wait()
+    return [proc.pid for proc in procs]
 
 
 def test_an_attempts_ray_logs_are_found_by_its_jobs_and_processes_and_removed(tmp_path):
-    dead = _dead_pid()
+    dead = _dead_pids()
     files = _ray_logs(tmp_path / "logs", dead, os.getpid())
-    found = set(ray_log_files(tmp_path / "logs", ["02000000", "03000000"], [dead + 1]))
+    found = set(ray_log_files(tmp_path / "logs", ["02000000", "03000000"], [dead[1]]))
     ours = {files[k] for k in ("chunk_driver", "gateway", "executor", "executor_raydp", "executor_core",
                                "executor_out", "slf4j")}
-    assert ours | {tmp_path / "logs" / "events" / f"event_CORE_WORKER_{dead + 2}.log"} == found
-    assert tidy_ray_logs(tmp_path / "logs", ["02000000", "03000000"], [dead + 1], keep=False, grace_s=0) == 8
+    assert ours | {tmp_path / "logs" / "events" / f"event_CORE_WORKER_{dead[2]}.log"} == found
+    assert tidy_ray_logs(tmp_path / "logs", ["02000000", "03000000"], [dead[1]], keep=False, grace_s=0) == 8
     assert not any(p.exists() for p in ours)
     assert files["other_job"].exists() and files["raylet"].exists() and files["run_driver"].exists()
     # a live process's file stays even when its job is named (the run's own driver)
@@ -195,21 +207,22 @@ def test_an_attempts_ray_logs_are_found_by_its_jobs_and_processes_and_removed(tm
 
 
 def test_a_failed_attempts_ray_logs_are_kept_cut(tmp_path):
-    dead = _dead_pid()
+    dead = _dead_pids()
     files = _ray_logs(tmp_path / "logs", dead, os.getpid())
     tidy_ray_logs(tmp_path / "logs", ["03000000"], [], keep=True, grace_s=0)
     assert files["executor"].exists() and files["executor"].stat().st_size < 140_000
     assert files["chunk_driver"].stat().st_size == 300_000  # not the attempt's
 
 
-def test_a_runs_attempt_logs_stay_under_their_cap_failed_ones_last(tmp_path):
-    for i in range(10):
-        path = tmp_path / f"bronze-2024-{i + 1:02d}.attempt1.log"
-        path.write_bytes(b"x" * 1000)
-        _aged(path, 1000 - i)
-    removed = enforce_run_cap(tmp_path, cap=4500, spare={"bronze-2024-01.attempt1.log"})
-    assert [p.name for p in removed] == [f"bronze-2024-{i:02d}.attempt1.log" for i in range(2, 8)]
-    assert (tmp_path / "bronze-2024-01.attempt1.log").exists()  # failed: the oldest, kept while others could go
+def test_a_runs_attempt_logs_stay_under_their_cap_finished_ones_only_failed_ones_last(tmp_path):
+    names = [f"bronze-2024-{i + 1:02d}.attempt1.log" for i in range(10)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x" * 1000)
+    running = names[1]  # still being written: never named as finished, never removed
+    finished = [n for n in names[2:] if n != running] + [names[0]]  # the failed attempt's last
+    removed = enforce_run_cap(tmp_path, finished, cap=4500)
+    assert [p.name for p in removed] == names[2:8]
+    assert (tmp_path / names[0]).exists() and (tmp_path / running).exists()
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 4500
-    assert enforce_run_cap(tmp_path, cap=4500) == []
-    assert enforce_run_cap(None) == []
+    assert enforce_run_cap(tmp_path, finished, cap=4500) == []
+    assert enforce_run_cap(None, finished) == []

@@ -97,11 +97,13 @@ def _pump(stream, log_path: Path) -> None:
     which the dashboard shows per actor; never to the driver's console."""
     with open(log_path, "a", encoding="utf-8", buffering=1) as out:
         capped = CappedLog(out)
-        for line in stream:
-            if capped.write(line):
-                sys.stdout.write(line)
-        capped.close()
-        sys.stdout.flush()
+        try:
+            for line in stream:
+                if capped.write(line):
+                    sys.stdout.write(line)
+        finally:
+            capped.close()
+            sys.stdout.flush()
 
 
 def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
@@ -115,6 +117,7 @@ def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
         facts = json.loads(facts_file.read_text())
     except (OSError, ValueError):
         facts = {}
+    _remove_workdir(payload)  # first: the attempt's temporary files (its JVMs' too), whatever happens after
     remove_app_dir(facts.get("session_dir"), facts.get("app_id"))
     sweep_native_copies()
     pids = [*facts.get("pids", []), *([pid] if pid else [])]
@@ -123,7 +126,6 @@ def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
     tidy_ray_logs(logs_dir, facts.get("ray_jobs", []), pids, keep=failed)
     # and those of this run's supervisors that have ended (their actors' stdout and stderr)
     tidy_ray_logs(logs_dir, [ray.get_runtime_context().get_job_id()], [], keep=False, grace_s=0)
-    _remove_workdir(payload)
 
 
 @ray.remote(num_cpus=0, max_concurrency=3)
@@ -190,8 +192,9 @@ class ChunkSupervisor:
                     standby = False
             if not standby:
                 if proc is not None:
+                    died = proc.poll() is not None  # its session start failed: keep why, cut
                     _kill_tree(proc)
-                    _clean_after(self._payload, proc.pid, failed=False)
+                    _clean_after(self._payload, proc.pid, failed=died)
                 self._spawn(payload, env, standby=False)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
@@ -305,7 +308,8 @@ class RayExecutor(Executor[_Attempt]):
         self.log_dir = run_log_dir(settings.catalog, run_id)
         self._phase_asked: dict[_Attempt, object] = {}  # an attempt's phase() call not yet answered
         self._phases: dict[_Attempt, str] = {}
-        self._failed_logs: set[str] = set()
+        self._finished_logs: list[str] = []  # attempt logs no longer written, oldest first
+        self._failed_logs: list[str] = []
 
     def __enter__(self) -> "RayExecutor":
         dashboard = None
@@ -508,11 +512,11 @@ class RayExecutor(Executor[_Attempt]):
             if self._limiter is not None and not result.ok:
                 # a chunk that died mid-request holds leases nobody will release
                 self._limiter.release_holder.remote(lease_holder(attempt.task.task_id, attempt.task.attempt))
-            if not result.ok and result.log_path:
-                self._failed_logs.add(Path(result.log_path).name)
+            if result.log_path:
+                (self._finished_logs if result.ok else self._failed_logs).append(Path(result.log_path).name)
             out.append((attempt, result))
-        if ready:  # the run's attempt logs in all stay under their cap, failed attempts' kept longest
-            enforce_run_cap(self.log_dir, spare=self._failed_logs)
+        if ready:  # the run's attempt logs in all stay under their cap: finished ones only, failed ones last
+            enforce_run_cap(self.log_dir, [*self._finished_logs, *self._failed_logs])
         return out
 
     def cancel(self, handles: list[_Attempt]) -> None:
