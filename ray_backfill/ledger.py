@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 
 from jobs.config import CatalogConfig
 from jobs.errors import ConfigError, IllegalTransition, InputError, WarehouseError
+from ray_backfill.logs import pid_alive
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -211,16 +212,6 @@ def _age_s(iso: str | None, now: dt.datetime | None = None) -> float | None:
     return (now - dt.datetime.fromisoformat(iso)).total_seconds()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def mark_cancelled(ledger: "RunLedger", record: RunRecord, why: str) -> None:
     """Record a run whose driver is gone as cancelled (what its own Ctrl-C would have written)."""
     record.outcome, record.finished_at = "cancelled", utcnow()
@@ -242,7 +233,7 @@ def driver_state(record: RunRecord, now: dt.datetime | None = None) -> tuple[str
     where = f"pid {driver.get('pid')} on {driver.get('host')}" if driver else "its driver"
     if age is None:
         return "lost", "driver lost (it never wrote a heartbeat)"
-    gone_here = driver.get("host") == socket.gethostname() and not _pid_alive(int(driver.get("pid", 0)))
+    gone_here = driver.get("host") == socket.gethostname() and not pid_alive(int(driver.get("pid", 0)))
     if gone_here or age > STALE_S:
         return "lost", f"driver lost ({where}; last heartbeat {record.heartbeat_at}, {age:.0f}s ago)"
     return "running", f"running ({where}; heartbeat {age:.0f}s ago)"

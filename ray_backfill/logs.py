@@ -83,7 +83,8 @@ def cut_file(path: Path, keep: int = RAY_LOG_KEEP_BYTES) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -131,7 +132,7 @@ def ray_log_files(logs_dir: Path, jobs: Iterable[str], pids: Iterable[int]) -> l
 def _wait_ended(pids: set[int], grace_s: float) -> None:
     """Wait up to `grace_s` for `pids` to exit (a session's Ray workers end just after its process)."""
     deadline = time.monotonic() + grace_s
-    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -146,7 +147,7 @@ def tidy_ray_logs(logs_dir: str | Path | None, jobs: Iterable[str], pids: Iterab
     done = 0
     for path in files:
         m = _PID_SUFFIX.search(path.name)
-        if m and _pid_alive(int(m.group(1))):
+        if m and pid_alive(int(m.group(1))):
             continue  # still writing (a Ray worker the pool kept for reuse)
         if keep:
             cut_file(path)
