@@ -13,6 +13,11 @@ ADD_OPENS = " ".join(
     )
 )
 
+# Every JVM a session starts (driver, executors, RayDP's master): Java 17's package openings, and no
+# hsperfdata file (/tmp/hsperfdata_<user>/<pid>, 32 KB): Ray ends executors with a kill, which
+# leaves that file behind (docs/operations.md#disk); the JDK's own tools (jps, jstat) do without.
+EVERY_JVM = f"{ADD_OPENS} -XX:-UsePerfData"
+
 # For a JVM that lives for one short job (a bronze chunk): the C1 compiler alone and the serial
 # collector start faster than the tiered JIT and G1 (benchmarks/chunk_overhead.py, chunk_cpu.py).
 QUICK_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"

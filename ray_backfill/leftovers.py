@@ -115,21 +115,71 @@ def _older_than(path: Path, seconds: float, now: float) -> bool:
         return False
 
 
-def sweep_native_copies(min_age_s: float = 30.0, root: Path = NATIVE_ROOT, temp: Path | None = None) -> list[Path]:
-    """Remove native-library copies that no live process maps and that are older than `min_age_s`
-    (a JVM unpacking one right now has not mapped it yet): Ray's extraction folders under `root`
-    and executors' unpacked libraries in the system temp folder `temp`; what was removed."""
-    now = time.time()
+def _all_open() -> set[str]:
+    """Every file some live process holds open (a JVM copying a library out has it open)."""
+    held: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return held
+
+
+LIB_MIN_AGE_S = 5.0  # a copy is written and loaded within milliseconds: 5 s is far past that
+
+
+def sweep_native_copies(min_age_s: float = LIB_MIN_AGE_S, root: Path = NATIVE_ROOT, temp: Path | None = None,
+                        wait_s: float = 0.0, since: float | None = None) -> list[Path]:
+    """Remove native-library copies that no live process maps or holds open and that are older
+    than `min_age_s` (a JVM unpacking one right now may not have opened or mapped it yet): Ray's
+    extraction folders under `root` and executors' unpacked libraries in the system temp folder
+    `temp`; what was removed. With `wait_s`, sweep again for up to that long while a copy made
+    since `since` (epoch seconds) is still there: the run's last executors, which Ray ends
+    asynchronously after their session stopped, unmap theirs a moment later."""
+    temp = JAVA_TMP if temp is None else temp
+    deadline = time.monotonic() + wait_s
+    removed = _sweep_once(min_age_s, root, temp)
+    while wait_s > 0 and time.monotonic() < deadline and _pending(root, temp, since):
+        time.sleep(0.5)
+        removed += _sweep_once(min_age_s, root, temp)
+    return removed
+
+
+def _copies(root: Path, temp: Path) -> tuple[list[Path], list[Path]]:
     try:
         folders = [p for p in root.iterdir() if _NATIVE_FOLDER.match(p.name) and p.is_dir()]
     except OSError:
         folders = []
-    temp = JAVA_TMP if temp is None else temp
     try:
         libs = [p for p in temp.iterdir() if _TEMP_LIBS.match(p.name)]
     except OSError:
         libs = []
-    folders = [f for f in folders if _older_than(f, FOLDER_MIN_AGE_S, now)]
+    return folders, libs
+
+
+def _pending(root: Path, temp: Path, since: float | None) -> bool:
+    """Whether a copy made since `since` is still there."""
+    folders, libs = _copies(root, temp)
+    return any(_modified_since(p, since) for p in (*folders, *libs))
+
+
+def _modified_since(path: Path, since: float | None) -> bool:
+    try:
+        return since is None or path.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+def _sweep_once(min_age_s: float, root: Path, temp: Path) -> list[Path]:
+    now = time.time()
+    folders, libs = _copies(root, temp)
+    folders = [f for f in folders if _older_than(f, max(FOLDER_MIN_AGE_S, min_age_s), now)]
     libs = [f for f in libs if _older_than(f, min_age_s, now)]
     if not folders and not libs:
         return []
@@ -137,12 +187,14 @@ def sweep_native_copies(min_age_s: float = 30.0, root: Path = NATIVE_ROOT, temp:
     removed = [f for f in folders if str(f / NATIVE_LIB) not in mapped and not _extracting(f)]
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
-    for lib in libs:
-        if str(lib) not in mapped:
-            for each in (lib, lib.with_name(lib.name + ".lck")):
-                with contextlib.suppress(OSError):
-                    each.unlink()
-            removed.append(lib)
+    if libs:
+        in_use = mapped | _all_open()
+        for lib in libs:
+            if str(lib) not in in_use:
+                for each in (lib, lib.with_name(lib.name + ".lck")):
+                    with contextlib.suppress(OSError):
+                        each.unlink()
+                removed.append(lib)
     return removed
 
 

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 from jobs.config import CatalogConfig, Settings, SparkConfig
 from jobs.errors import ConfigError, StageError, WarehouseError
 from ray_backfill.jars import manifest_jars
-from ray_backfill.jvm import ADD_OPENS, QUICK_START_JVM
+from ray_backfill.jvm import EVERY_JVM, QUICK_START_JVM
 from ray_backfill.leftovers import drop_native_copy, remove_session_files
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def catalog_conf(catalog: CatalogConfig, secrets: bool = True) -> dict[str, str]
 def spark_conf(settings: Settings, jars: list[str]) -> dict[str, str]:
     """Every Spark setting a session starts with, except the master (and the catalog's credentials)."""
     spark = settings.spark
-    jvm = f"{ADD_OPENS} -Duser.timezone=UTC" + (f" {QUICK_START_JVM}" if spark.quick_start else "")
+    jvm = f"{EVERY_JVM} -Duser.timezone=UTC" + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
@@ -314,7 +314,7 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
         started_ray = True
     conf = dict(conf)
     # RayDP's gateway JVM and its app master (a Ray Java worker) run Spark's master only
-    master = ADD_OPENS + (f" {QUICK_START_JVM}" if spark.quick_start else "")
+    master = EVERY_JVM + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf["spark.ray.raydp_app_master.extraJavaOptions"] = f"{master} {every_jvm}".strip()
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
         conf[key] = f"{conf[key]} {every_jvm}".strip()

@@ -89,6 +89,42 @@ def test_the_sweep_removes_unmapped_old_copies_and_keeps_mapped_new_and_locked_o
     assert lz4_mapped.exists() and other.exists()
 
 
+def test_a_copy_being_written_or_just_made_stays_and_the_end_sweep_waits_for_a_dying_executor(tmp_path, mapper):
+    root, temp = tmp_path / "ray", tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    writing = _old_file(temp / "liblz4-java-1.so", b"x")
+    young = temp / "liblz4-java-2.so"
+    young.write_bytes(b"x")  # made a moment ago: not yet opened by the JVM that made it
+    writer = subprocess.Popen([sys.executable, "-c", (  # a JVM copying the library out holds it open
+        "import sys, time; f = open(sys.argv[1], 'ab'); print('ok', flush=True); time.sleep(60)"), str(writing)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ok"
+        assert sweep_native_copies(root=root, temp=temp) == []
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+    assert young.exists()
+    assert sweep_native_copies(root=root, temp=temp) == [writing]
+    young.unlink()
+
+    # the end of a run: the last executor still maps its copy and is ended a moment later
+    started = time.time() - 1
+    last = temp / "liblz4-java-3.so"
+    last.write_bytes(b"x" * 4096)
+    os.utime(last, (started + 0.5, started + 0.5))
+    executor = mapper(last)
+    assert sweep_native_copies(root=root, temp=temp, min_age_s=0) == []  # mapped: it stays
+    killer = subprocess.Popen([sys.executable, "-c", f"import os, time; time.sleep(1.5); os.kill({executor.pid}, 9)"])
+    try:
+        removed = sweep_native_copies(root=root, temp=temp, min_age_s=0, wait_s=10, since=started)
+    finally:
+        killer.wait()
+    assert removed == [last] and not last.exists()
+
+
 def test_a_live_process_copy_goes_at_once_and_stays_usable(tmp_path, mapper, monkeypatch):
     import ray_backfill.leftovers as leftovers
 

@@ -106,6 +106,9 @@ def _pump(stream, log_path: Path) -> None:
             sys.stdout.flush()
 
 
+END_SWEEP_WAIT_S = 15.0  # Ray ends a stopped session's executor actors within a second or two
+
+
 def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
     """What an ended attempt left on this node outside the warehouse and its log: its Spark
     application's work folder, Ray's native-library copies no process maps, and Ray's log files of
@@ -313,6 +316,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def __enter__(self) -> "RayExecutor":
         dashboard = None
+        self._entered_at = time.time()
         if not ray.is_initialized():
             # the attempts' output goes to their log files and their actors' logs (the dashboard),
             # not to this console; nor does the notice that a local cluster has token auth (Ray's default)
@@ -365,7 +369,8 @@ class RayExecutor(Executor[_Attempt]):
             ray.shutdown()
             # the local cluster this run started is gone: what it kept on disk but its logs goes too
             remove_session_files(session_dir)
-        sweep_native_copies()
+        # the last sessions' executors end a moment after their sessions: wait for their copies too
+        sweep_native_copies(wait_s=END_SWEEP_WAIT_S, since=getattr(self, "_entered_at", None))
 
     def default_parallelism(self) -> tuple[int, str]:
         """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory; also the most
