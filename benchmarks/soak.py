@@ -868,7 +868,12 @@ def main(argv: list[str] | None = None) -> int:
     partial = args.out / "soak.partial.json"
     if args.resume and partial.exists():
         results = json.loads(partial.read_text())
-        print(f"resuming: kept {', '.join(results['runs']) or 'nothing'} from {partial}", flush=True)
+        # the modes still to run cover the same days and locations as those kept
+        span = results["span"]
+        start, end = dt.date.fromisoformat(span["start"]), dt.date.fromisoformat(span["end"])
+        args.locations = span["locations"]
+        print(f"resuming: kept {', '.join(results['runs']) or 'nothing'} from {partial}; "
+              f"{span['start']} to {span['end']}, {span['locations']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rbf-soak-") as tmp:
         for key in chosen:
