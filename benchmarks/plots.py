@@ -94,16 +94,17 @@ def timeline(run: dict, path: Path) -> Path:
 
 
 def per_chunk(lines: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str, path: Path,
-              smooth: int = 1) -> Path:
-    """One line per series against the chunk number; with `smooth` > 1 a rolling median over the raw values."""
+              smooth: int = 1, peak: bool = False) -> Path:
+    """One line per series against the chunk number; with `smooth` > 1 a rolling median over the raw
+    values (the rolling highest with `peak`: a level that comes and goes would zig-zag as a median)."""
     fig, ax = plt.subplots(figsize=(10, 4))
     for label, (x, y) in lines.items():
         if not x:
             continue
         if smooth > 1 and len(y) > smooth:
             raw = ax.plot(x, y, linewidth=0.6, alpha=0.3)[0]
-            ax.plot(x, _rolling_median(y, smooth), color=raw.get_color(), linewidth=1.6,
-                    label=f"{label} (rolling median of {smooth})")
+            ax.plot(x, _rolling(y, smooth, peak), color=raw.get_color(), linewidth=1.6,
+                    label=f"{label} (rolling {'highest' if peak else 'median'} of {smooth})")
         else:
             ax.plot(x, y, linewidth=1.2, marker="." if len(x) < 60 else None, label=label)
     ax.set_title(title)
@@ -118,11 +119,11 @@ def per_chunk(lines: dict[str, tuple[list[int], list[float]]], title: str, ylabe
     return path
 
 
-def _rolling_median(values: list[float], window: int) -> list[float]:
+def _rolling(values: list[float], window: int, peak: bool = False) -> list[float]:
     # centred, shrinking at the ends: the line starts at the first chunk and ends at the last
     half = window // 2
     out = []
     for i in range(len(values)):
         part = sorted(values[max(0, i - half): i + half + 1])
-        out.append(part[len(part) // 2])
+        out.append(part[-1] if peak else part[len(part) // 2])
     return out

@@ -92,6 +92,7 @@ class Measure:
     label: str
     unit: str
     floor: float | None  # None: shown, not judged; else growth up to this much (absolute) always passes
+    stat: str = "median"  # of each tenth: "median", or "peak" for a level that comes and goes within a chunk
 
 
 MEASURES = (
@@ -107,8 +108,13 @@ MEASURES = (
     Measure("stray_procs", "processes naming the warehouse outside the driver's tree", "processes", 0.5),
     Measure("tables_added_mb", "warehouse tables: disk added per chunk", "MiB", 0.01),
     Measure("logs_added_mb", "ledger and logs: disk added per chunk", "MiB", 0.01),
-    Measure("ray_run_added_mb", "the run's Ray session and native-library copies: disk added per chunk", "MiB",
-            0.01),
+    # a level, judged at its peaks: a native-library copy lives for a second of each session's start,
+    # so a sample holds one or not by chance and "added per chunk" swings ±40 MiB between polls
+    Measure("ray_run_mb", "the run's Ray session (logs aside) and native-library copies: disk in use", "MiB", 10.0,
+            "peak"),
+    Measure("ray_run_added_mb", "the run's Ray session (logs aside) and native-library copies: added per chunk",
+            "MiB", None),
+    Measure("ray_logs_mb", "the run's Ray logs (against the log cap, docs/operations.md#logs)", "MiB", None),
     Measure("gap_s", "seconds between completions", "s", None),
     Measure("bronze_metadata_kb", "bronze's current metadata.json", "KiB", None),
     Measure("warehouse_mb", "warehouse, total", "MiB", None),
@@ -274,15 +280,19 @@ class Probe:
         return {**procs, "cpu_s": self.cpu_seconds(), "stray_procs": stray_processes(self.warehouse, self.driver_pid),
                 "warehouse_mb": total, "tables_mb": total - ledger, "logs_mb": ledger,
                 "ray_tmp_mb": dir_mb(self.ray_root), "ray_run_mb": self.ray_run_mb(),
+                "ray_logs_mb": dir_mb(self.session_dir / "logs") if self.session_dir else None,
                 "ray_session_mb": dir_mb(self.session_dir) if self.session_dir else None,
                 "bronze_metadata_kb": newest_metadata_kb(self.warehouse / BRONZE.namespace / BRONZE.name),
                 "long_lived_rss_mb": round(sum(v["rss_mb"] for v in long_lived.values()), 1) if long_lived else None,
                 "long_lived_fds": sum(v["fds"] for v in long_lived.values()) if long_lived else None}
 
     def ray_run_mb(self) -> float:
-        """MiB of the run's Ray session folder and the native-library copies made since it started."""
+        """MiB of the run's Ray session folder, its logs aside (they count against the log cap), and
+        the native-library copies made since it started."""
         # copies are `/tmp/ray/<epoch ms>/` (ray_backfill/leftovers.py); other clusters' sessions are not ours
-        total = dir_mb(self.session_dir) if self.session_dir else 0.0
+        total = 0.0
+        if self.session_dir:
+            total = dir_mb(self.session_dir) - dir_mb(self.session_dir / "logs")
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.ray_root):
                 with contextlib.suppress(OSError):
@@ -396,7 +406,7 @@ def chunk_row(task, number: int, levels: dict, shares: dict, log_dir: Path | Non
            "chunk_peak_rss_mb": task.peak_rss_mb, **shares}
     for key in ("driver_rss_mb", "driver_fds", "long_lived_rss_mb", "long_lived_fds", "tree_procs", "stray_procs",
                 "held_deleted_mb",
-                "warehouse_mb", "tables_mb", "logs_mb", "ray_tmp_mb", "ray_run_mb", "ray_session_mb",
+                "warehouse_mb", "tables_mb", "logs_mb", "ray_tmp_mb", "ray_run_mb", "ray_session_mb", "ray_logs_mb",
                 "bronze_metadata_kb"):
         value = levels.get(key)
         row[key] = round(value, 3) if isinstance(value, float) else value
@@ -555,13 +565,16 @@ def _run_report(warehouse: Path, run_id: str | None) -> dict | None:
 # --- conclusions -----------------------------------------------------------------------------------
 
 
-def edges(values: list[float | None], share: float = TOLERANCE) -> tuple[float | None, float | None]:
-    """Medians of the first and of the last `share` of the values (at least one each), Nones left out."""
+def edges(values: list[float | None], share: float = TOLERANCE,
+          stat: str = "median") -> tuple[float | None, float | None]:
+    """Medians (or with `stat="peak"` the highest) of the first and of the last `share` of the values
+    (at least one each), Nones left out."""
     kept = [v for v in values if v is not None]
     if not kept:
         return None, None
     n = max(1, math.floor(len(kept) * share))
-    return statistics.median(kept[:n]), statistics.median(kept[-n:])
+    of = max if stat == "peak" else statistics.median
+    return of(kept[:n]), of(kept[-n:])
 
 
 def judge(first: float | None, last: float | None, floor: float, tolerance: float = TOLERANCE) -> str:
@@ -572,8 +585,9 @@ def judge(first: float | None, last: float | None, floor: float, tolerance: floa
     return "FAIL" if grew > floor and grew > tolerance * abs(first) else "PASS"
 
 
-def _judged(key: str, label: str, unit: str, values: list, floor: float, tolerance: float) -> dict:
-    first, last = edges(values)
+def _judged(key: str, label: str, unit: str, values: list, floor: float, tolerance: float,
+            stat: str = "median") -> dict:
+    first, last = edges(values, stat=stat)
     change = (last - first) / abs(first) if first and last is not None else None
     return {"measure": key, "label": label, "unit": unit, "first": first, "last": last, "change": change,
             "status": judge(first, last, floor, tolerance)}
@@ -581,7 +595,7 @@ def _judged(key: str, label: str, unit: str, values: list, floor: float, toleran
 
 def verdict(rows: list[dict], tolerance: float = TOLERANCE) -> list[dict]:
     """Per judged measure and long-lived process: first and last 10 % medians, change, PASS / FAIL / n/a."""
-    out = [_judged(m.key, m.label, m.unit, [r.get(m.key) for r in rows], m.floor, tolerance)
+    out = [_judged(m.key, m.label, m.unit, [r.get(m.key) for r in rows], m.floor, tolerance, m.stat)
            for m in MEASURES if m.floor is not None]
     # one by one too: a raylet growing by half would hide in the sum behind 900 MiB of dashboard modules
     roles = sorted({role for row in rows for role in row.get("long_lived") or {}})
@@ -612,7 +626,7 @@ def summarize(run: dict) -> dict:
     return {
         "chunks": len(rows), "wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "stage_seconds": stages,
         "outcome": (run.get("report") or {}).get("outcome") or f"exit {run['exit_code']}",
-        "measures": {m.key: edges([r.get(m.key) for r in rows]) for m in MEASURES},
+        "measures": {m.key: edges([r.get(m.key) for r in rows], stat=m.stat) for m in MEASURES},
         "metadata_kb_end": last.get("bronze_metadata_kb"),
         "commit_s_end": edges([r.get("commit_s") for r in rows])[1],
         "conflicts": sum(r.get("conflicts") or 0 for r in rows) + run.get("conflicts_in_driver_log", 0),
@@ -754,9 +768,9 @@ def write_plots(results: dict, out: Path) -> list[Path]:
     paths = []
     for measure in MEASURES:
         lines = {r["label"]: _series(r["rows"], lambda row, key=measure.key: row.get(key)) for r in runs}
-        noisy = measure.floor is not None or measure.key == "gap_s"
+        noisy = measure.floor is not None or measure.key in ("gap_s", "ray_run_added_mb")
         paths.append(plots.per_chunk(lines, measure.label, measure.unit, out / f"{measure.key}.png",
-                                     smooth=smooth if noisy else 1))
+                                     smooth=smooth if noisy else 1, peak=measure.stat == "peak"))
     by_process = {}
     for run in runs:
         roles = sorted({role for row in run["rows"] for role in row.get("long_lived", {})})

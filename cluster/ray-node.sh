@@ -97,6 +97,10 @@ if [[ -x $root/.venv/bin/ray ]]; then
 fi
 command -v ray >/dev/null || die "no 'ray' command: run 'make setup' in $root (creates .venv), or pip install -e ."
 export RAY_AUTH_MODE=token
+# What the cluster keeps as runs go on stays bounded (docs/operations.md#ray-state): the same bounds
+# as a local cluster a run starts (ray_backfill/ray_bounds.py; tests/test_cluster_files.py checks).
+export RAY_ROTATION_MAX_BYTES=${RAY_ROTATION_MAX_BYTES:-8388608} RAY_ROTATION_BACKUP_COUNT=${RAY_ROTATION_BACKUP_COUNT:-1}
+system_config='{"maximum_gcs_destroyed_actor_cached_count": 1000, "maximum_gcs_dead_worker_cached_count": 1000, "task_events_max_num_task_in_gcs": 10000}'
 
 warn_missing_jars() {  # a chunk placed on this node would fail without them
   local manifest=$root/cluster/jvm-deps.txt jars=${RAY_BACKFILL_JARS:-$HOME/.cache/ray-backfill/jars} coord artifact version
@@ -122,7 +126,7 @@ case $command in
     # Creates ~/.ray/auth_token the first time; prints the token, which we keep off the terminal.
     ray get-auth-token --generate >/dev/null
     ray start --head --port "$port" --dashboard-host "$dashboard_host" --dashboard-port "$dashboard_port" \
-      --include-dashboard=true --disable-usage-stats "${start_args[@]}"
+      --include-dashboard=true --disable-usage-stats --system-config "$system_config" "${start_args[@]}"
     host=$(this_host)
     if [[ $dashboard_host == 127.0.0.1 || $dashboard_host == localhost ]]; then
       dashboard="http://127.0.0.1:$dashboard_port"

@@ -196,7 +196,9 @@ def test_the_soak_verdict_compares_the_last_tenth_of_chunks_with_the_first():
         cpu_s=lambda i: 1.0 + i / 100,  # grows by half: 1.05 -> 1.945 (medians of 10 chunks)
         driver_rss_mb=lambda i: 200.0 - i,  # falls: not an accumulation
         driver_fds=lambda i: 20 + (i > 50),  # one more fd: below the floor of 2
-        ray_run_added_mb=lambda i: 0.0 if i < 90 else 0.005,  # from nothing, but below the floor of 0.01 MiB
+        # a native-library copy (40 MiB) there at some polls and not at others: flat at its peaks
+        ray_run_mb=lambda i: 42.0 + (40.0 if i % 3 == 0 else 0.0) + (i >= 95) * 0.5,
+        ray_logs_mb=lambda i: 1.0 + i,  # shown, not judged: logs count against the log cap
         tables_added_mb=lambda i: 0.0 if i < 90 else 0.05,  # from nothing to 50 KiB a chunk
         commit_s=lambda i: None if i < 50 else 2.0,  # measured only for the later half: medians of what there is
     )
@@ -205,13 +207,19 @@ def test_the_soak_verdict_compares_the_last_tenth_of_chunks_with_the_first():
     assert got["cpu_s"]["status"] == "FAIL" and got["cpu_s"]["last"] == pytest.approx(1.945)
     assert got["driver_rss_mb"]["status"] == "PASS" and got["driver_rss_mb"]["change"] < -0.1
     assert got["driver_fds"]["status"] == "PASS"
-    assert got["ray_run_added_mb"]["status"] == "PASS"
+    assert got["ray_run_mb"]["status"] == "PASS" and got["ray_run_mb"]["first"] == pytest.approx(82.0)
+    assert got["ray_run_mb"]["last"] == pytest.approx(82.5)
+    assert "ray_run_added_mb" not in got and "ray_logs_mb" not in got
     assert got["tables_added_mb"]["status"] == "FAIL" and got["tables_added_mb"]["change"] is None
     assert got["commit_s"]["status"] == "PASS"
     assert got["long_lived_rss_mb"]["status"] == "n/a"  # no values at all
     assert "gap_s" not in got  # shown, not judged
     # one chunk: its own first and last tenth
     assert soak.edges([3.0]) == (3.0, 3.0) and soak.judge(3.0, 3.4, floor=0.1) == "FAIL"
+    # a level that grows at its peaks fails even when its median stays put
+    growing = [40.0 if i % 3 else 80.0 + i for i in range(100)]
+    assert soak.edges(growing)[0] == soak.edges(growing)[1] == 40.0
+    assert soak.judge(*soak.edges(growing, stat="peak"), floor=10.0) == "FAIL"
 
 
 def test_the_soak_charges_what_the_run_used_between_completions_to_the_chunks_that_finished():

@@ -35,6 +35,7 @@ from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
 from ray_backfill.ledger import run_log_dir
 from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.sessions import check_cluster_catalog
+from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
 from ray_backfill.leftovers import remove_app_dir, remove_session_files, sweep_native_copies
 from ray_backfill.logs import CappedLog, enforce_run_cap, tidy_ray_logs
 from ray_backfill.worker import FACTS_FILE, PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
@@ -322,10 +323,14 @@ class RayExecutor(Executor[_Attempt]):
             # not to this console; nor does the notice that a local cluster has token auth (Ray's default)
             notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
             level, _ = notice.level, notice.setLevel(logging.ERROR)
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            bounds = {} if address else {"_system_config": dict(SYSTEM_CONFIG)}
+            if not address:
+                for key, value in LOG_ROTATION.items():
+                    os.environ.setdefault(key, value)  # read by the daemons ray.init starts
             try:
-                context = ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or None,
-                                   namespace=f"rbf-{self.run_id}", log_to_driver=False,
-                                   include_dashboard=None, logging_level=logging.WARNING)
+                context = ray.init(address=address, namespace=f"rbf-{self.run_id}", log_to_driver=False,
+                                   include_dashboard=None, logging_level=logging.WARNING, **bounds)
             finally:
                 notice.setLevel(level)
             dashboard = getattr(context, "dashboard_url", None)
