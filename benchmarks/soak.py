@@ -637,11 +637,29 @@ def summarize(run: dict) -> dict:
     }
 
 
+def daily_estimates(results: dict) -> dict[str, dict]:
+    """Per mode: the plan's model with daily constants fitted on this soak's first tenth of chunks
+    (ray_backfill/estimate.py: derive_daily), against the whole run's wall seconds."""
+    from ray_backfill import estimate
+
+    try:
+        costs = json.loads(estimate.COSTS_FILE.read_text())
+        for mode, daily in estimate.derive_daily(results, costs["modes"]).items():
+            costs["modes"][mode]["daily"] = daily
+        checked = estimate.soak_validation(results, estimate.parse_costs(costs))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"no estimate with daily constants: {exc}", file=sys.stderr)
+        return {}
+    return {v["soak_run"]: v for v in checked}
+
+
 def conclude(results: dict) -> bool:
     """Add each mode's summary; True when every Ray mode ran to the end and passed every measure."""
     passed = True
-    for run in results["runs"].values():
+    daily = daily_estimates(results)
+    for key, run in results["runs"].items():
         run["summary"] = summarize(run)
+        run["summary"]["estimate"]["daily"] = daily.get(key)
         if run["mode"] != "sequential":
             failed = [v for v in run["summary"]["verdict"] if v["status"] == "FAIL"]
             passed = passed and run["exit_code"] == 0 and not failed and bool(run["rows"])
@@ -678,6 +696,11 @@ def overview_rows(results: dict) -> list[list[str]]:
         estimate = "no estimate line in `plan`" if est["seconds"] is None else (
             f"wall {est['seconds']:,.0f} s against {est['real_s']:,.0f} s: {'ok' if est['ok'] else 'off'} "
             f"(×{est['ratio']:.2f})")
+        fitted = est.get("daily")
+        if fitted:
+            within = abs(fitted["estimated_s"] - fitted["measured_s"]) <= ESTIMATE_TOLERANCE * fitted["measured_s"]
+            estimate += (f"; with daily constants from its first 10 %: {fitted['estimated_s']:,.0f} s, "
+                         f"{'ok' if within else 'off'} (×{fitted['measured_s'] / fitted['estimated_s']:.2f})")
         if est.get("disk_mb") is not None and est.get("real_disk_mb") is not None:
             estimate += (f"; warehouse {est['disk_mb']:,.1f} MiB against {est['real_disk_mb']:,.1f} MiB "
                          f"(×{est['disk_ratio']:.2f})")

@@ -63,6 +63,17 @@ def mode_flags(mode: str) -> str:
 
 
 @dataclass(frozen=True)
+class DailyCosts:
+    """A daily chunk's own constants, where a soak measured them (benchmarks/soak.py): a day's chunk
+    shares its month partition with the other days', so it pays for what a month's does not (the
+    partition's earlier rows read and written again, commit conflicts with the other slot's days)
+    and lacks what a month's rows take; the per-row terms stay the mode's."""
+
+    chunk_s: float
+    chunk_cpu_s: float
+
+
+@dataclass(frozen=True)
 class ModeCosts:
     """One mode's constants (seconds; CPU-seconds for the cpu fields; per 10,000 bronze rows where named)."""
 
@@ -74,16 +85,21 @@ class ModeCosts:
     silver_gold_s: float  # silver and gold together: sessions, jobs, commits
     silver_gold_per_10k_rows_s: float
     silver_share: float = 0.5  # silver's part of silver + gold (for --skip-silver / --skip-gold)
+    daily: DailyCosts | None = None  # daily chunks' own constants, once a soak has measured them
 
     @classmethod
     def from_json(cls, data: Mapping) -> "ModeCosts":
-        return cls(**{name: float(data[name]) for name in MODE_FIELDS})
+        daily = data.get("daily")
+        return cls(**{name: float(data[name]) for name in MODE_FIELDS},
+                   daily=DailyCosts(float(daily["chunk_s"]), float(daily["chunk_cpu_s"])) if daily else None)
 
-    def chunk_wall(self, rows: float) -> float:
-        return self.chunk_s + self.chunk_per_10k_rows_s * rows / 1e4
+    def chunk_wall(self, rows: float, daily: bool = False) -> float:
+        base = self.daily.chunk_s if daily and self.daily else self.chunk_s
+        return base + self.chunk_per_10k_rows_s * rows / 1e4
 
-    def chunk_cpu(self, rows: float) -> float:
-        return self.chunk_cpu_s + self.chunk_cpu_per_10k_rows_s * rows / 1e4
+    def chunk_cpu(self, rows: float, daily: bool = False) -> float:
+        base = self.daily.chunk_cpu_s if daily and self.daily else self.chunk_cpu_s
+        return base + self.chunk_cpu_per_10k_rows_s * rows / 1e4
 
 
 @dataclass(frozen=True)
@@ -93,11 +109,16 @@ class DiskCosts:
     bytes_per_row: Mapping[str, float]  # layer -> bytes of data files per bronze row
     bytes_per_chunk: float  # a bronze commit's metadata and its attempt's log
     fixed_bytes: float  # catalog, the tables' other metadata, the run's ledger
+    # a daily chunk's, where a soak measured it: its commit also leaves its month partition's earlier
+    # file behind (replaced, kept until `maintain` removes it; docs/operations.md#long-runs-metadata)
+    daily_bytes_per_chunk: float | None = None
 
     @classmethod
     def from_json(cls, data: Mapping) -> "DiskCosts":
+        daily = data.get("daily_bytes_per_chunk")
         return cls({layer: float(data["bytes_per_row"][layer]) for layer in LAYERS},
-                   float(data["bytes_per_chunk"]), float(data["fixed_bytes"]))
+                   float(data["bytes_per_chunk"]), float(data["fixed_bytes"]),
+                   float(daily) if daily is not None else None)
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,7 @@ class Work:
     latency_s: float = 0.0  # seconds one request takes
     request_concurrency: int = 1  # requests one chunk keeps open (Ray executor; the baseline sends one)
     stages: frozenset[str] = frozenset(STAGES)
+    daily: bool = False  # daily chunks: the mode's daily constants where measured
 
     @property
     def rows(self) -> int:
@@ -200,8 +222,8 @@ def estimate(costs: Costs, mode: str, work: Work, *, parallelism: int, cores: in
     source = source_s if rows else 0.0
     bronze, bound = 0.0, "none"
     if rows:
-        walls = [m.chunk_wall(r) for r in rows]
-        cpu = sum(m.chunk_cpu(r) for r in rows) / c
+        walls = [m.chunk_wall(r, work.daily) for r in rows]
+        cpu = sum(m.chunk_cpu(r, work.daily) for r in rows) / c
         if sequential:  # the source's time and the chunks' take turns in one process
             terms = {"one at a time": source + sum(walls), "cpu": cpu}
         else:
@@ -213,16 +235,21 @@ def estimate(costs: Costs, mode: str, work: Work, *, parallelism: int, cores: in
     share = sum(v for stage, v in shares.items() if stage in work.stages)
     silver_gold = share * (m.silver_gold_s + m.silver_gold_per_10k_rows_s * sum(work.chunk_rows) / 1e4)
     total = m.run_s + bronze + silver_gold
-    cpu_per_chunk = sum(m.chunk_cpu(r) for r in rows) / len(rows) if rows else 0.0
+    cpu_per_chunk = sum(m.chunk_cpu(r, work.daily) for r in rows) / len(rows) if rows else 0.0
     return Estimate(mode, p, c, max(total, source), m.run_s, bronze, silver_gold, source, bound, len(rows),
                     cpu_per_chunk)
 
 
-def disk_bytes(costs: Costs, rows: int, chunks: int, stages: Iterable[str] = STAGES) -> float:
+def disk_bytes(costs: Costs, rows: int, chunks: int, stages: Iterable[str] = STAGES, daily: bool = False) -> float:
     """Bytes the warehouse gains from a run: its layers' data files, metadata and the run's ledger."""
     stages = set(stages)
     per_row = sum(b for layer, b in costs.disk.bytes_per_row.items() if layer in stages)
-    return per_row * rows + costs.disk.bytes_per_chunk * (chunks if "bronze" in stages else 0) + costs.disk.fixed_bytes
+    return per_row * rows + _per_chunk(costs, daily) * (chunks if "bronze" in stages else 0) + costs.disk.fixed_bytes
+
+
+def _per_chunk(costs: Costs, daily: bool) -> float:
+    daily_bytes = costs.disk.daily_bytes_per_chunk
+    return daily_bytes if daily and daily_bytes is not None else costs.disk.bytes_per_chunk
 
 
 def format_seconds(seconds: float) -> str:
@@ -266,12 +293,13 @@ def estimate_lines(costs: Costs, est: Estimate, baseline: Estimate | None, work:
     lines = [f"estimate: {format_seconds(est.total_s)} with {mode_flags(est.mode)}, {how}: {' + '.join(parts)}",
              f"estimate constants: {costs.provenance}; the model: docs/operations.md#run-estimates"]
     stages = work.stages
-    size = disk_bytes(costs, work.rows, len(work.chunk_rows), stages)
+    size = disk_bytes(costs, work.rows, len(work.chunk_rows), stages, work.daily)
     per_row = {layer: costs.disk.bytes_per_row[layer] for layer in LAYERS if layer in stages}
     lines.append(f"disk: {format_bytes(size)} for the warehouse: {work.rows:,} rows x "
                  f"{sum(per_row.values()):,.0f} B ({', '.join(f'{k} {v:,.0f}' for k, v in per_row.items())}) + "
                  f"{_n(len(work.chunk_rows) if 'bronze' in stages else 0, 'chunk')} x "
-                 f"{format_bytes(costs.disk.bytes_per_chunk)} (metadata, logs) + "
+                 f"{format_bytes(_per_chunk(costs, work.daily))} (metadata, logs"
+                 f"{', replaced files' if work.daily and costs.disk.daily_bytes_per_chunk is not None else ''}) + "
                  f"{format_bytes(costs.disk.fixed_bytes)} (catalog, tables)")
     if baseline is not None and baseline.mode != est.mode and baseline.total_s < est.total_s:
         rows = f" of {work.rows / len(work.chunk_rows):,.0f} rows" if work.chunk_rows else ""
@@ -384,7 +412,7 @@ def _r(x: float, digits: int = 3) -> float:
 
 
 def derive_costs(results: Mapping | None = None, sweep: Mapping | None = None, chunk_cpu: Mapping | None = None,
-                 previous: Mapping | None = None) -> dict:
+                 previous: Mapping | None = None, soak: Mapping | None = None) -> dict:
     """The `modes` section of costs.json (and its validation) from the benchmarks' results.
 
     - run_s: the RW-22 runs (results.json): wall − (bronze + silver + gold) stage seconds, median.
@@ -398,6 +426,8 @@ def derive_costs(results: Mapping | None = None, sweep: Mapping | None = None, c
       mode, of what is left of its wall time after run_s and the model's bronze (silver and gold,
       and what the model misses).
     - silver_share: silver ÷ (silver + gold) in the RW-22 runs, median.
+    - daily (soak.json, benchmarks/soak.py): a daily chunk's own chunk_s and chunk_cpu_s, from the
+      soak's first tenth of chunks (`derive_daily`); the rest of the soak checks them.
     - sequential/raydp (not measured): the baseline's costs with the fixed cost of a RayDP run.
     Missing inputs keep the previous file's values.
     """
@@ -471,6 +501,13 @@ def derive_costs(results: Mapping | None = None, sweep: Mapping | None = None, c
                                  "(Ray start, a RayDP session)"]
     for mode, m in modes.items():
         modes[mode] = {name: _r(m[name]) for name in MODE_FIELDS} | {"from": "; ".join(notes[mode])}
+    daily = derive_daily(soak, modes) if soak else {}
+    for mode in modes:
+        kept = daily.get(mode) or (prev.get(mode) or {}).get("daily")
+        if mode == "sequential/raydp":
+            kept = daily.get(BASELINE) or kept
+        if kept:
+            modes[mode]["daily"] = kept
     costs = Costs({k: ModeCosts.from_json(v) for k, v in modes.items()}, disk, "", "")
     validation = []
     for run in measured:
@@ -478,7 +515,68 @@ def derive_costs(results: Mapping | None = None, sweep: Mapping | None = None, c
         validation.append({"run": run.label, "mode": run.mode, "parallelism": run.parallelism,
                            "measured_s": run.wall_s, "estimated_s": round(est, 1),
                            "error": round((est - run.wall_s) / run.wall_s, 3)})
+    validation += soak_validation(soak, costs) if soak else []
     return {"modes": {mode: modes[mode] for mode in MODES}, "validation": validation}
+
+
+SOAK_MODES = {"sequential": BASELINE, "local": "ray/local", "raydp": "ray/raydp"}  # benchmarks/soak.py's keys
+DAILY_SHARE = 0.1  # the soak's first tenth of chunks gives a daily chunk's constants; the whole run checks them
+
+
+def derive_daily(soak: Mapping, modes: Mapping[str, Mapping]) -> dict[str, dict]:
+    """Each soaked mode's daily constants from the soak's first tenth of chunks, medians: CPU-seconds
+    per chunk (its share of the run's CPU) and wall seconds (the ledger's chunk seconds in its slot; the
+    baseline, one chunk at a time: seconds between completions), less the mode's per-row terms."""
+    out = {}
+    for key, run in (soak.get("runs") or {}).items():
+        mode = SOAK_MODES.get(run.get("mode", key))
+        rows = [r for r in run.get("rows") or [] if r.get("rows")]
+        if mode is None or mode not in modes or run.get("exit_code") or len(rows) < 20:
+            continue
+        first = rows[:max(10, int(len(rows) * DAILY_SHARE))]
+        m = modes[mode]
+        wall_key = "gap_s" if mode == BASELINE else "chunk_s"
+        walls = [r[wall_key] - m["chunk_per_10k_rows_s"] * r["rows"] / 1e4 for r in first if r.get(wall_key)]
+        cpus = [r["cpu_s"] - m["chunk_cpu_per_10k_rows_s"] * r["rows"] / 1e4 for r in first if r.get("cpu_s")]
+        if walls and cpus:
+            out[mode] = {"chunk_s": _r(statistics.median(walls)), "chunk_cpu_s": _r(statistics.median(cpus)),
+                         "from": f"soak.json ({soak.get('started_at', '')[:10]}): medians of its first "
+                                 f"{len(first)} of {len(rows)} daily chunks, less the mode's per-row terms"}
+    return out
+
+
+def daily_bytes_per_chunk(soak: Mapping, disk: DiskCosts) -> float | None:
+    """A daily chunk's bytes in the warehouse beyond its rows' (metadata, its attempt's log, the month
+    file it replaced), from the soak's warehouses at their end: the median over its modes."""
+    span = soak.get("span") or {}
+    layers = ("bronze",) if span.get("bronze_only") else LAYERS
+    per_row = sum(disk.bytes_per_row[layer] for layer in layers)
+    found = []
+    for run in (soak.get("runs") or {}).values():
+        rows = [r["rows"] for r in run.get("rows") or [] if r.get("rows")]
+        end_mb = run.get("warehouse_mb_end")
+        if rows and end_mb and not run.get("exit_code"):
+            found.append((end_mb * 2**20 - per_row * sum(rows) - disk.fixed_bytes) / len(rows))
+    return round(statistics.median(found)) if found else None
+
+
+def soak_validation(soak: Mapping, costs: Costs) -> list[dict]:
+    """The soak's runs against the estimate: the whole run's wall seconds."""
+    span = soak.get("span") or {}
+    cores = int((soak.get("machine") or {}).get("cpus") or 1)
+    out = []
+    for key, run in (soak.get("runs") or {}).items():
+        mode = SOAK_MODES.get(run.get("mode", key))
+        rows = [r["rows"] for r in run.get("rows") or [] if r.get("rows")]
+        if mode is None or not rows or run.get("exit_code"):
+            continue
+        stages = frozenset({"bronze"}) if span.get("bronze_only") else frozenset(STAGES)
+        parallelism = 1 if mode == BASELINE else int(span.get("parallelism") or 1)
+        est = estimate(costs, mode, Work(rows, stages=stages, daily=True), parallelism=parallelism, cores=cores)
+        out.append({"run": f"soak {len(rows)} daily, {span.get('locations')} {key}", "soak_run": key, "mode": mode,
+                    "parallelism": parallelism, "measured_s": run["wall_s"], "estimated_s": round(est.total_s, 1),
+                    "error": round((est.total_s - run["wall_s"]) / run["wall_s"], 3)})
+    return out
 
 
 def measure_disk(warehouse: Path | str) -> dict:
@@ -524,15 +622,19 @@ def _read(path: Path) -> dict | None:
 def write_costs(results_dir: Path | str, command: str, path: Path | str = COSTS_FILE,
                 disk_from: Path | str | None = None, now: dt.datetime | None = None) -> dict:
     """Rewrite the costs file from the results in `results_dir` (results.json, sweep.json,
-    chunk_cpu.json, chunk_overhead.json: whichever are there), keeping what they do not give;
+    chunk_cpu.json, soak/soak.json: whichever are there), keeping what they do not give;
     `disk_from` measures the disk figures again from a warehouse. Returns what was written."""
     results_dir, path = Path(results_dir), Path(path)
     previous = _read(path) or {}
     results, sweep, chunk_cpu = (_read(results_dir / name) for name in ("results.json", "sweep.json", "chunk_cpu.json"))
-    derived = derive_costs(results, sweep, chunk_cpu, previous)
+    soak = _read(results_dir / "soak" / "soak.json")
+    derived = derive_costs(results, sweep, chunk_cpu, previous, soak)
     disk = measure_disk(disk_from) if disk_from else previous.get("disk")
     if not disk:
         raise ValueError("no disk figures: give a warehouse a run wrote (--disk-from)")
+    daily_disk = daily_bytes_per_chunk(soak, DiskCosts.from_json(disk)) if soak else None
+    if daily_disk is not None:
+        disk = dict(disk, daily_bytes_per_chunk=daily_disk)
     sources = dict(previous.get("measured_by") or {})
     for name, data in (("results.json", results), ("sweep.json", sweep)):
         if data:
@@ -540,6 +642,9 @@ def write_costs(results_dir: Path | str, command: str, path: Path | str = COSTS_
                              "machine": data.get("machine")}
     if chunk_cpu:
         sources["chunk_cpu.json"] = {"command": "python -m benchmarks.chunk_cpu"}
+    if soak:
+        sources["soak/soak.json"] = {"command": soak.get("command"), "started_at": soak.get("started_at"),
+                                     "machine": soak.get("machine")}
     written_at = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
     out = {"format": FORMAT, "written_at": written_at, "command": command,
            "about": "The constants of `ray-backfill plan`'s estimate (ray_backfill/estimate.py, "

@@ -256,7 +256,8 @@ def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
                              chunk_requests=[len(batches)] * len(chunks) if source.kind == "open-meteo" else [],
                              latency_s=limits.latency_s if source.kind == "open-meteo" else 0.0,
                              request_concurrency=source.request_concurrency,
-                             stages=frozenset(s for s in DATA_STAGES if s not in request.skip))
+                             stages=frozenset(s for s in DATA_STAGES if s not in request.skip),
+                             daily=request.granularity == "daily")
         chosen = estimate.estimate(costs, mode, work, parallelism=parallelism, cores=cores, source_s=floor(mode))
         baseline = estimate.estimate(costs, estimate.BASELINE, work, parallelism=1, cores=cores,
                                      source_s=floor(estimate.BASELINE))

@@ -215,3 +215,51 @@ def test_a_benchmark_writing_elsewhere_leaves_the_constants_alone(tmp_path, monk
     assert written == []
     run.write_costs_from(run.RESULTS, "python -m benchmarks.run ")  # `make bench`
     assert written == [(run.RESULTS, "python -m benchmarks.run")]
+
+
+def _soak(chunks: int = 100, exit_code: int = 0) -> dict:
+    """A soak's results as benchmarks/soak.py writes them: the first tenth of its daily chunks cost
+    10 s in their slot and 8 CPU-s, the rest 12 s and 9 CPU-s."""
+    rows = [{"chunk": i + 1, "rows": 72, "chunk_s": 10.0 if i < 10 else 12.0, "gap_s": 1.0,
+             "cpu_s": 8.0 if i < 10 else 9.0} for i in range(chunks)]
+    return {"started_at": "2026-12-07T17:00:00+00:00", "machine": {"cpus": 2},
+            "span": {"parallelism": 2, "locations": "hanoi,hcmc,danang", "bronze_only": False},
+            "runs": {"raydp": {"mode": "raydp", "exit_code": exit_code, "rows": rows, "wall_s": 560.0,
+                               "warehouse_mb_end": 9.0}}}
+
+
+def test_a_soak_gives_daily_chunks_their_own_constants_from_its_first_tenth():
+    modes = COSTS_JSON["modes"]
+    daily = est.derive_daily(_soak(), modes)
+    raydp = modes["ray/raydp"]
+    assert set(daily) == {"ray/raydp"}  # only what the soak ran
+    assert daily["ray/raydp"]["chunk_s"] == pytest.approx(10.0 - raydp["chunk_per_10k_rows_s"] * 72 / 1e4, abs=1e-3)
+    assert daily["ray/raydp"]["chunk_cpu_s"] == pytest.approx(8.0 - raydp["chunk_cpu_per_10k_rows_s"] * 72 / 1e4,
+                                                              abs=1e-3)
+    assert est.derive_daily(_soak(exit_code=1), modes) == {} and est.derive_daily(_soak(chunks=10), modes) == {}
+    # the plan of a daily run uses them; a monthly run keeps the mode's own
+    data = json.loads(json.dumps(COSTS_JSON))
+    data["modes"]["ray/raydp"]["daily"] = daily["ray/raydp"]
+    costs = est.parse_costs(data)
+    work = est.Work(chunk_rows=[72] * 100)
+    daily_work = est.Work(chunk_rows=[72] * 100, daily=True)
+    plain = est.estimate(costs, "ray/raydp", work, parallelism=2, cores=2)
+    assert plain.cpu_per_chunk_s == pytest.approx(COSTS.modes["ray/raydp"].chunk_cpu(72))
+    got = est.estimate(costs, "ray/raydp", daily_work, parallelism=2, cores=2)
+    assert got.cpu_per_chunk_s == pytest.approx(8.0, abs=1e-3)
+    # and the whole soak checks them: 100 chunks x 10 s in 2 slots, plus the run and silver+gold
+    (checked,) = est.soak_validation(_soak(), costs)
+    assert checked["soak_run"] == "raydp" and checked["estimated_s"] == pytest.approx(got.total_s, abs=0.1)
+    assert checked["error"] == pytest.approx((got.total_s - 560.0) / 560.0, abs=1e-3)
+
+
+def test_a_soaks_warehouse_gives_the_disk_a_daily_chunk_needs():
+    disk = COSTS.disk
+    per_row = sum(disk.bytes_per_row.values())
+    got = est.daily_bytes_per_chunk(_soak(), disk)
+    assert got == round((9.0 * 2**20 - per_row * 72 * 100 - disk.fixed_bytes) / 100)
+    data = json.loads(json.dumps(COSTS_JSON))
+    data["disk"]["daily_bytes_per_chunk"] = got
+    costs = est.parse_costs(data)
+    assert est.disk_bytes(costs, 7200, 100, daily=True) == pytest.approx(9.0 * 2**20, rel=1e-4)
+    assert est.disk_bytes(costs, 7200, 100) == est.disk_bytes(COSTS, 7200, 100)
