@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Literal
@@ -28,6 +29,8 @@ from jobs.maintain import MaintainOptions, maintain
 from jobs.sources import Source
 from jobs.sources.limits import Throttle
 from jobs.tables import BRONZE, ensure_tables
+
+log = logging.getLogger(__name__)
 
 TaskStage = Literal["prepare", "bronze", "silver", "gold", "maintain"]
 # The stages that write data, in pipeline order; `prepare` runs before them, `maintain` (opt-in) after.
@@ -90,6 +93,8 @@ class TaskOutcome:
     summary: list[TableSummary] | None = None
     # maintain: files, bytes and snapshots before and after (MaintainReport.to_json)
     maintenance: dict | None = None
+    # the Spark work the stage ran: jobs, stages (skipped ones too) and tasks (`spark_work`)
+    spark_work: dict | None = None
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -139,7 +144,11 @@ def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: 
             with open_session() as spark:
                 out.session_seconds = round(time.monotonic() - started, 2)
                 out.phases["session_start"] = _span(began)
+                jobs_before = _last_job_id(spark)
                 _run_stage(task, spark, settings, inputs, out, fetching, began, checkpoint)
+                out.spark_work = spark_work(spark, after_job=jobs_before)
+                log.info("%s: spark work %s", task.task_id,
+                         ", ".join(f"{n} {what}" for what, n in out.spark_work.items()))
                 checkpoint("stop")
                 stop_started, stop_began = time.monotonic(), time.time()
             out.stop_seconds = round(time.monotonic() - stop_started, 2)
@@ -149,6 +158,28 @@ def run_task(task: Task, settings: Settings, inputs: StageInputs, open_session: 
             out.source_stats = dataclasses.asdict(source.stats) if source.stats is not None else None
             source.close()
     return out
+
+
+def _last_job_id(spark: SparkSession) -> int:
+    """The newest Spark job the session knows of (-1 for none): a warm session's earlier tasks' jobs."""
+    return max(spark.sparkContext.statusTracker().getJobIdsForGroup(None), default=-1)
+
+
+def spark_work(spark: SparkSession, after_job: int = -1) -> dict[str, int]:
+    """The Spark jobs the session ran after job `after_job`, their stages (skipped ones, whose output
+    an earlier stage had, included) and tasks, from Spark's status tracker: what a stage pays Spark's
+    per-job and per-stage overhead for (the README's performance section)."""
+    tracker = spark.sparkContext.statusTracker()
+    jobs = [j for j in tracker.getJobIdsForGroup(None) if j > after_job]
+    stages: set[int] = set()
+    for job in jobs:
+        info = tracker.getJobInfo(job)
+        stages.update(info.stageIds if info is not None else ())
+    tasks = 0
+    for stage in stages:
+        info = tracker.getStageInfo(stage)
+        tasks += info.numTasks if info is not None else 0
+    return {"jobs": len(jobs), "stages": len(stages), "tasks": tasks}
 
 
 def _run_stage(task: Task, spark: SparkSession, settings: Settings, inputs: StageInputs, out: TaskOutcome,

@@ -223,3 +223,15 @@ def test_a_rerun_with_fewer_pollutants_replaces_only_their_columns(spark, fresh_
                                               r".* re-run this range without --pollutants$"):
             _run(spark, other, "bronze", MARCH_3, narrow, "other-source")
     assert _bronze_state(spark, fresh_settings) == state
+
+
+def test_each_task_counts_its_own_spark_jobs_stages_and_tasks_in_a_warm_session(spark, fresh_settings):
+    inputs = _inputs()
+    _run(spark, fresh_settings, "bronze", MARCH_3, inputs)
+    works = [run_task(Task(f"silver-{i}", "silver", MARCH_3, 1, "r1"), fresh_settings, inputs,
+                      warm_session(spark)).spark_work for i in range(2)]
+    first, again = works
+    assert 1 <= first["jobs"] <= first["stages"] <= first["tasks"], first
+    # the second run of the same work counts its own jobs, not the session's so far (its tasks may
+    # differ: it reads the files the first one wrote)
+    assert (again["jobs"], again["stages"]) == (first["jobs"], first["stages"]) and again["tasks"] >= again["stages"]
