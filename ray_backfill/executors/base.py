@@ -51,7 +51,7 @@ class TaskResult:
             o = self.outcome
             data.update(fetch_seconds=o.fetch_seconds, write_seconds=o.write_seconds, stop_seconds=o.stop_seconds,
                         phases=o.phases, tables=o.tables, source_stats=o.source_stats,
-                        maintenance=o.maintenance)
+                        maintenance=o.maintenance, spark_work=o.spark_work)
         return {k: v for k, v in data.items() if v is not None and v != {}}
 
     def to_json(self) -> dict:
