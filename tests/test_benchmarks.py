@@ -312,3 +312,15 @@ def test_the_soak_command_writes_one_row_per_chunk_and_a_plot_per_measure(tmp_pa
         assert (tmp_path / f"{measure.key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64," in (tmp_path / "soak.html").read_text()
     assert "sequential baseline" in (tmp_path / "soak.md").read_text()
+
+
+def test_the_ray_state_benchmark_tells_bounded_growth_from_growth_that_goes_on():
+    from benchmarks import ray_state
+
+    capped = [{"phase": "actors", "done": i * 100, "gcs_server": min(60.0 + 5 * i, 75.0), "driver": 200.0 + 2 * i}
+              for i in range(9)]
+    assert ray_state.growth(capped, "actors", "gcs_server") == (15.0, 0.0)  # grew to its cap, then stopped
+    assert ray_state.growth(capped, "actors", "driver") == (8.0, 8.0)  # goes on
+    assert ray_state.growth(capped, "jobs", "gcs_server") == (None, None)
+    text = ray_state.table([{"bounds": True, "samples": capped}])
+    assert "| run's bounds | actors | gcs_server | 15.0 | 0.0 |" in text
