@@ -71,12 +71,15 @@ JAVA_TMP = Path("/tmp")  # a JVM's java.io.tmpdir unless told otherwise: it igno
 _TEMP_LIBS = re.compile(r"^(?:liblz4-java-|libzstd-jni-|snappy-)[\w.-]*\.so$")
 
 
+def _pids() -> list[str]:
+    """The live processes' ids, as /proc names them."""
+    return [name for name in os.listdir("/proc") if name.isdigit()]
+
+
 def _all_mapped() -> set[str]:
     """Every file some live process maps."""
     mapped: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids():
         try:
             with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
                 for line in maps:
@@ -118,9 +121,7 @@ def _older_than(path: Path, seconds: float, now: float) -> bool:
 def _all_open() -> set[str]:
     """Every file some live process holds open (a JVM copying a library out has it open)."""
     held: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids():
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
