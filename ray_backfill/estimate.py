@@ -523,15 +523,22 @@ SOAK_MODES = {"sequential": BASELINE, "local": "ray/local", "raydp": "ray/raydp"
 DAILY_SHARE = 0.1  # the soak's first tenth of chunks gives a daily chunk's constants; the whole run checks them
 
 
+def _soak_runs(soak: Mapping) -> Iterable[tuple[str, str | None, Mapping, list[Mapping]]]:
+    """The soak's runs that ended well and finished chunks: (its key, its mode here or None, the
+    run, its chunks with rows)."""
+    for key, run in (soak.get("runs") or {}).items():
+        chunks = [r for r in run.get("rows") or [] if r.get("rows")]
+        if chunks and not run.get("exit_code"):
+            yield key, SOAK_MODES.get(run.get("mode", key)), run, chunks
+
+
 def derive_daily(soak: Mapping, modes: Mapping[str, Mapping]) -> dict[str, dict]:
     """Each soaked mode's daily constants from the soak's first tenth of chunks, medians: CPU-seconds
     per chunk (its share of the run's CPU) and wall seconds (the ledger's chunk seconds in its slot; the
     baseline, one chunk at a time: seconds between completions), less the mode's per-row terms."""
     out = {}
-    for key, run in (soak.get("runs") or {}).items():
-        mode = SOAK_MODES.get(run.get("mode", key))
-        rows = [r for r in run.get("rows") or [] if r.get("rows")]
-        if mode is None or mode not in modes or run.get("exit_code") or len(rows) < 20:
+    for _, mode, _, rows in _soak_runs(soak):
+        if mode not in modes or len(rows) < 20:
             continue
         first = rows[:max(10, int(len(rows) * DAILY_SHARE))]
         m = modes[mode]
@@ -552,11 +559,10 @@ def daily_bytes_per_chunk(soak: Mapping, disk: DiskCosts) -> float | None:
     layers = ("bronze",) if span.get("bronze_only") else LAYERS
     per_row = sum(disk.bytes_per_row[layer] for layer in layers)
     found = []
-    for run in (soak.get("runs") or {}).values():
-        rows = [r["rows"] for r in run.get("rows") or [] if r.get("rows")]
+    for _, _, run, chunks in _soak_runs(soak):
         end_mb = run.get("warehouse_mb_end")
-        if rows and end_mb and not run.get("exit_code"):
-            found.append((end_mb * 2**20 - per_row * sum(rows) - disk.fixed_bytes) / len(rows))
+        if end_mb:
+            found.append((end_mb * 2**20 - per_row * sum(r["rows"] for r in chunks) - disk.fixed_bytes) / len(chunks))
     return round(statistics.median(found)) if found else None
 
 
@@ -565,11 +571,10 @@ def soak_validation(soak: Mapping, costs: Costs) -> list[dict]:
     span = soak.get("span") or {}
     cores = int((soak.get("machine") or {}).get("cpus") or 1)
     out = []
-    for key, run in (soak.get("runs") or {}).items():
-        mode = SOAK_MODES.get(run.get("mode", key))
-        rows = [r["rows"] for r in run.get("rows") or [] if r.get("rows")]
-        if mode is None or not rows or run.get("exit_code"):
+    for key, mode, run, chunks in _soak_runs(soak):
+        if mode is None:
             continue
+        rows = [r["rows"] for r in chunks]
         stages = frozenset({"bronze"}) if span.get("bronze_only") else frozenset(STAGES)
         parallelism = 1 if mode == BASELINE else int(span.get("parallelism") or 1)
         est = estimate(costs, mode, Work(rows, stages=stages, daily=True), parallelism=parallelism, cores=cores)
