@@ -279,9 +279,7 @@ class Probe:
         long_lived = procs["long_lived"]
         return {**procs, "cpu_s": self.cpu_seconds(), "stray_procs": stray_processes(self.warehouse, self.driver_pid),
                 "warehouse_mb": total, "tables_mb": total - ledger, "logs_mb": ledger,
-                "ray_tmp_mb": dir_mb(self.ray_root), "ray_run_mb": self.ray_run_mb(),
-                "ray_logs_mb": dir_mb(self.session_dir / "logs") if self.session_dir else None,
-                "ray_session_mb": dir_mb(self.session_dir) if self.session_dir else None,
+                "ray_tmp_mb": dir_mb(self.ray_root), **self._ray_levels(),
                 "bronze_metadata_kb": newest_metadata_kb(self.warehouse / BRONZE.namespace / BRONZE.name),
                 "long_lived_rss_mb": round(sum(v["rss_mb"] for v in long_lived.values()), 1) if long_lived else None,
                 "long_lived_fds": sum(v["fds"] for v in long_lived.values()) if long_lived else None}
@@ -289,10 +287,20 @@ class Probe:
     def ray_run_mb(self) -> float:
         """MiB of the run's Ray session folder, its logs aside (they count against the log cap), and
         the native-library copies made since it started."""
+        return self._ray_levels()["ray_run_mb"]
+
+    def _ray_levels(self) -> dict:
+        """The run's Ray session folder and its logs (once the session is known, each walked once),
+        and `ray_run_mb`: the session less its logs, plus the native-library copies."""
+        session_mb = dir_mb(self.session_dir) if self.session_dir else None
+        logs_mb = dir_mb(self.session_dir / "logs") if self.session_dir else None
+        return {"ray_session_mb": session_mb, "ray_logs_mb": logs_mb,
+                "ray_run_mb": (session_mb or 0.0) - (logs_mb or 0.0) + self._copies_mb()}
+
+    def _copies_mb(self) -> float:
+        """MiB of the native-library copies made since the run started."""
         # copies are `/tmp/ray/<epoch ms>/` (ray_backfill/leftovers.py); other clusters' sessions are not ours
         total = 0.0
-        if self.session_dir:
-            total = dir_mb(self.session_dir) - dir_mb(self.session_dir / "logs")
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.ray_root):
                 with contextlib.suppress(OSError):
