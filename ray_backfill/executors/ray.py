@@ -34,10 +34,10 @@ from jobs.tasks import Task
 from ray_backfill.executors.base import Executor, TaskResult, tree_rss_mb
 from ray_backfill.ledger import run_log_dir
 from ray_backfill.limiter import lease_holder, queued_seconds
-from ray_backfill.sessions import check_cluster_catalog
-from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
 from ray_backfill.leftovers import remove_app_dir, remove_session_files, sweep_native_copies
 from ray_backfill.logs import CappedLog, enforce_run_cap, tidy_ray_logs
+from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
+from ray_backfill.sessions import check_cluster_catalog
 from ray_backfill.worker import FACTS_FILE, PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,7 @@ class RayExecutor(Executor[_Attempt]):
         self.log_dir = run_log_dir(settings.catalog, run_id)
         self._phase_asked: dict[_Attempt, object] = {}  # an attempt's phase() call not yet answered
         self._phases: dict[_Attempt, str] = {}
+        self._entered_at: float | None = None  # when the run's executor started (epoch s)
         self._finished_logs: list[str] = []  # attempt logs no longer written, oldest first
         self._failed_logs: list[str] = []
 
@@ -324,8 +325,9 @@ class RayExecutor(Executor[_Attempt]):
             notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
             level, _ = notice.level, notice.setLevel(logging.ERROR)
             address = self.address or os.environ.get("RAY_ADDRESS") or None
-            bounds = {} if address else {"_system_config": dict(SYSTEM_CONFIG)}
-            if not address:
+            bounds = {}
+            if not address:  # a local cluster of this run's: Ray's state bounded (ray_backfill/ray_bounds.py)
+                bounds["_system_config"] = dict(SYSTEM_CONFIG)
                 for key, value in LOG_ROTATION.items():
                     os.environ.setdefault(key, value)  # read by the daemons ray.init starts
             try:
@@ -375,7 +377,7 @@ class RayExecutor(Executor[_Attempt]):
             # the local cluster this run started is gone: what it kept on disk but its logs goes too
             remove_session_files(session_dir)
         # the last sessions' executors end a moment after their sessions: wait for their copies too
-        sweep_native_copies(wait_s=END_SWEEP_WAIT_S, since=getattr(self, "_entered_at", None))
+        sweep_native_copies(wait_s=END_SWEEP_WAIT_S, since=self._entered_at)
 
     def default_parallelism(self) -> tuple[int, str]:
         """Chunks in flight: the cluster's CPUs ÷ executor cores, capped by memory; also the most
