@@ -26,7 +26,7 @@ ROLES = (
     "RayDP gateway JVM",
     "Ray Java worker: Spark executor",
     "Ray Java worker: RayDP app master",
-    "actor: ChunkSupervisor",
+    "actor: SlotSupervisor",
     "actor: RayDPSparkMaster",
     "actor: other Python",
     "Ray daemons",
@@ -208,8 +208,8 @@ def classify(s: Seen, pids: dict[int, Seen], driver_pid: int | None) -> str:
         if driver_pid is not None and s.ppid == driver_pid:
             return "Spark driver JVM"
         return "other"
-    if cmd.startswith("ray::ChunkSupervisor"):
-        return "actor: ChunkSupervisor"
+    if cmd.startswith("ray::SlotSupervisor"):
+        return "actor: SlotSupervisor"
     if cmd.startswith("ray::RayDPSparkMaster"):
         return "actor: RayDPSparkMaster"
     if cmd.startswith("ray::"):

@@ -144,6 +144,13 @@ def role_of(name: str, cmd: str, ppid: int, driver_pid: int) -> str | None:
         return "runtime env agent"
     if cmd.startswith("ray::SourceLimiterActor"):
         return "source limiter actor"
+    if cmd.startswith("ray::SlotSupervisor"):
+        return "slot supervisors"  # one per slot, for the run (ray_backfill/executors/ray.py)
+    is_java = name == "java" or cmd.split(" ", 1)[0].endswith("/java")
+    if is_java and "AppMasterEntryPoint" in cmd:
+        return "RayDP master gateways"  # a slot's master (ray_backfill/slot_master.py)
+    if is_java and "io.ray.runtime.runner.worker.DefaultWorker" in cmd and "-Xmx" not in cmd:
+        return "RayDP master actors"  # the executors are given their heap (-Xmx) and live for one chunk
     if "dashboard/dashboard.py" in cmd:
         return "dashboard"
     if cmd.startswith("ray-dashboard-") or "multiprocessing.forkserver" in cmd \
@@ -153,7 +160,7 @@ def role_of(name: str, cmd: str, ppid: int, driver_pid: int) -> str | None:
         return "log monitor"
     if "autoscaler/_private/monitor.py" in cmd:
         return "autoscaler monitor"
-    if ppid == driver_pid and (name == "java" or cmd.split(" ", 1)[0].endswith("/java")):
+    if ppid == driver_pid and is_java:
         return "Spark JVM"  # the baseline's one session; the Ray modes' JVMs live under raylet
     return None
 

@@ -216,9 +216,7 @@ def plan_shared_cds(name: str, classpath: str, cds_dir: Path = CDS_DIR) -> Share
         cds_dir.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    # a jar replaced in place (ray_dist.jar has no version in its name) makes the JVM ignore the archive
-    stamps = [f"{entry}@{_mtime(entry)}" for entry in classpath.split(os.pathsep) if not entry.endswith("*")]
-    archive = cds_dir / f"{name}-{archive_key(name, stamps, '')}.jsa"
+    archive = _shared_archive(name, classpath, cds_dir)
     if archive.is_file():
         return SharedCdsPlan(f"-XX:SharedArchiveFile={archive} -Xshare:auto", archive, classpath, None)
     if not _claim(archive.with_suffix(".creating")):
@@ -230,6 +228,22 @@ def plan_shared_cds(name: str, classpath: str, cds_dir: Path = CDS_DIR) -> Share
     # one file per JVM (%p), no rotation
     option = f"-Xlog:class+load=info:file={recording}/%p.log::filecount=0"
     return SharedCdsPlan(option, archive, classpath, recording)
+
+
+def _shared_archive(name: str, classpath: str, cds_dir: Path) -> Path:
+    """Where the static archive of JVMs on `classpath` lives."""
+    # a jar replaced in place (ray_dist.jar has no version in its name) makes the JVM ignore the archive
+    stamps = [f"{entry}@{_mtime(entry)}" for entry in classpath.split(os.pathsep) if not entry.endswith("*")]
+    return cds_dir / f"{name}-{archive_key(name, stamps, '')}.jsa"
+
+
+def shared_archive_options(name: str, classpath: str, cds_dir: Path = CDS_DIR) -> str:
+    """Options that map the static archive of JVMs on `classpath` if it exists, else none: for a
+    JVM that lives long (a slot's RayDP master) and so neither records nor waits for one."""
+    if _UNSAFE_PATH.search(str(cds_dir)):
+        return ""
+    archive = _shared_archive(name, classpath, cds_dir)
+    return f"-XX:SharedArchiveFile={archive} -Xshare:auto" if archive.is_file() else ""
 
 
 def _claim(path: Path) -> bool:

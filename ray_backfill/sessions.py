@@ -204,7 +204,7 @@ def _jvm_output_to(log_path: Path | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def spark_session(settings: Settings, app_name: str, log_path: Path | None = None,
-                  facts_path: Path | None = None) -> Iterator["SparkSession"]:  # noqa: F821
+                  facts_path: Path | None = None, master: dict | None = None) -> Iterator["SparkSession"]:  # noqa: F821
     """A fresh Spark session with the Iceberg catalog; stopped, JVM ended, its temporary files
     removed, on exit.
 
@@ -212,7 +212,9 @@ def spark_session(settings: Settings, app_name: str, log_path: Path | None = Non
     (the baseline's session lives in the driver, whose console shows progress only). With
     `facts_path`, what the session leaves on its node (its application id, its Ray jobs and JVMs) is
     written there as JSON once it is up, for the supervisor to clean after the process ends
-    (ray_backfill/leftovers.py, ray_backfill/logs.py)."""
+    (ray_backfill/leftovers.py, ray_backfill/logs.py). With `master` (a RayDP session: the URL of
+    the slot's app master, ray_backfill/slot_master.py, and this node's address, log folder and a
+    driver port), the driver registers with that master instead of starting one of its own."""
     ensure_warehouse(settings.catalog)
     from pyspark import SparkContext
 
@@ -243,8 +245,11 @@ def spark_session(settings: Settings, app_name: str, log_path: Path | None = Non
                 session = _local_session(settings.spark, app_name, conf)
                 stop = session.stop
             else:
-                session, stop = _raydp_session(settings.spark, app_name, conf, jars,
-                                               cds.java_options if cds else "")
+                every_jvm = cds.java_options if cds else ""
+                if master is not None:
+                    session, stop = _slot_master_session(settings.spark, app_name, conf, every_jvm, master)
+                else:
+                    session, stop = _raydp_session(settings.spark, app_name, conf, jars, every_jvm)
     except BaseException:
         shutil.rmtree(jvm_tmp, ignore_errors=True)
         raise
@@ -353,6 +358,32 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
                     remove_session_files(node.get_session_dir_path())
 
     return session, stop
+
+
+def _slot_master_session(spark: SparkConfig, app_name: str, conf: dict[str, str], every_jvm: str, master: dict):
+    """A RayDP session whose driver registers with the slot's running app master: no Ray
+    connection, no master JVM of its own. Its executors are its own, started by that master."""
+    from raydp.spark.ray_cluster import SparkCluster
+
+    class SlotCluster(SparkCluster):
+        def _set_up_master(self, resources, kwargs):
+            self._spark_master_handle = None
+
+        def get_cluster_url(self) -> str:
+            return master["url"]
+
+    conf = dict(conf)
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        conf[key] = f"{conf[key]} {every_jvm}".strip()
+    # RayDP's Java agent in the driver writes to ray.logging.dir: this node's Ray log folder
+    conf["spark.driver.extraJavaOptions"] += f" -Dray.logging.dir={master['logs_dir']}"
+    conf["spark.driver.host"] = conf["spark.driver.bindAddress"] = master["node_ip"]
+    # never the port of the slot's last driver: the master ignores a second registration from one address
+    conf["spark.driver.port"] = str(master["driver_port"])
+    cluster = SlotCluster(f"{app_name}-{uuid.uuid4().hex[:8]}", spark.num_executors, spark.executor_cores,
+                          spark.executor_memory, False, conf)
+    session = cluster.get_spark_session()
+    return session, session.stop
 
 
 def _raydp_gateway():

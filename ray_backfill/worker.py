@@ -152,14 +152,15 @@ def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
     throttle = _connect_throttle(payload, task) if task.stage == "bronze" else None
     inputs = load_inputs(settings.pipeline)
     facts = Path(payload["result_path"]).with_name(FACTS_FILE) if payload.get("result_path") else None
+    master = payload.get("master")  # the slot's RayDP app master (ray_backfill/slot_master.py), if any
     if standby is None:
-        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id, facts_path=facts),
+        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id, facts_path=facts, master=master),
                         throttle=throttle, checkpoint=_checkpoint(payload, task))
     import contextlib
 
     began, started = time.time(), time.monotonic()
     write_phase(payload, "standby, session start")
-    with spark_session(settings, task.task_id, facts_path=facts) as spark:
+    with spark_session(settings, task.task_id, facts_path=facts, master=master) as spark:
         # a first job loads the scheduler's and the executor's classes before the task's own job; a
         # JVM-only RDD, not a DataFrame: no code generation and no Python worker, so little CPU
         spark.sparkContext._jsc.sc().range(0, 1, 1, 1).count()

@@ -129,13 +129,16 @@ def test_the_cpu_sampler_charges_a_busy_process_to_its_role_and_agrees_with_the_
 
 
 @pytest.mark.parametrize("cmd, name, parent_cmd, expected", [
-    ("python -m ray_backfill.worker /tmp/rbf-x/task.json", "python", "ray::ChunkSupervisor", "chunk process (python)"),
+    ("python -m ray_backfill.worker /tmp/rbf-x/task.json", "python", "ray::SlotSupervisor", "chunk process (python)"),
     ("/usr/bin/java -cp x org.apache.spark.deploy.SparkSubmit pyspark-shell", "java",
      "python -m ray_backfill.worker /tmp/t.json", "Spark driver JVM"),
     ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "ray::RayDPSparkMaster",
      "RayDP gateway JVM"),
     ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "python -m ray_backfill.worker /t.json",
      "RayDP gateway JVM"),  # RayDP's master in the chunk's own process (ray_backfill/sessions.py)
+    ("java -cp x org.apache.spark.deploy.raydp.AppMasterEntryPoint", "java", "ray::SlotSupervisor",
+     "RayDP gateway JVM"),  # the slot's master (ray_backfill/slot_master.py)
+    ("ray::SlotSupervisor.run", "python", "raylet", "actor: SlotSupervisor"),
     ("java -Xms768M -Xmx768M -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet",
      "Ray Java worker: Spark executor"),
     ("java -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet", "Ray Java worker: RayDP app master"),

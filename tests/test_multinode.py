@@ -163,12 +163,14 @@ def cluster(tmp_path_factory):
 
 @dataclass
 class JobRun:
-    """A backfill submitted as a Ray job: its status, its driver's log, the named actors seen meanwhile."""
+    """A backfill submitted as a Ray job: its status, its driver's log, the named actors and actor
+    tasks seen meanwhile."""
 
     warehouse: Path
     status: str
     logs: str
     actors: dict[str, str]  # actor name -> class
+    tasks: dict[str, str]  # actor task name -> its function
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +186,18 @@ def spread_run(cluster, tmp_path_factory) -> JobRun:
     # the CLI colours its output, and a colour code follows the id: take it by pattern
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
     actors: dict[str, str] = {}
+    tasks: dict[str, str] = {}
     status = "UNKNOWN"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
         if listed.returncode == 0:
             actors.update({a["name"]: a.get("class_name", "") for a in json.loads(listed.stdout or "[]") if a.get("name")})
+        listed = cluster.ray("list", "tasks", "--address", cluster.dashboard, "--format", "json", "--limit", "1000",
+                             "--filter", "type=ACTOR_TASK")
+        if listed.returncode == 0:
+            tasks.update({t["name"]: t.get("func_or_class_name", "") for t in json.loads(listed.stdout or "[]")
+                          if t.get("name")})
         # `ray job status` words a finished job differently from a running one; the state API's JSON does not
         jobs = cluster.ray("list", "jobs", "--address", cluster.dashboard, "--format", "json")
         if jobs.returncode == 0:
@@ -197,13 +205,15 @@ def spread_run(cluster, tmp_path_factory) -> JobRun:
                           status)
         time.sleep(2)
     logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
-    return JobRun(warehouse, status, logs, actors)
+    return JobRun(warehouse, status, logs, actors, tasks)
 
 
-def test_the_submitted_job_succeeds_with_a_named_actor_per_chunk(spread_run):
+def test_the_submitted_job_succeeds_with_a_supervisor_per_slot_and_a_named_task_per_chunk(spread_run):
     assert spread_run.status == "SUCCEEDED", spread_run.logs[-4000:]
-    supervisors = {name for name, cls in spread_run.actors.items() if cls.endswith("ChunkSupervisor")}
-    assert {"bronze-2024-01", "bronze-2024-02"} <= supervisors, spread_run.actors
+    supervisors = {name for name, cls in spread_run.actors.items() if cls.endswith("SlotSupervisor")}
+    assert supervisors == {"slot-0", "slot-1"}, spread_run.actors  # parallelism 2, no standby beyond the slots
+    runs = {name for name, func in spread_run.tasks.items() if func.endswith("SlotSupervisor.run")}
+    assert {"bronze-2024-01", "bronze-2024-02", "silver", "gold"} <= runs, spread_run.tasks
 
 
 def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run, spark):
@@ -308,11 +318,11 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         left = {p: cmd for p, cmd in marked_processes(cluster.marker).items()
-                if "ray_backfill.worker" in cmd or str(warehouse) in cmd or "ChunkSupervisor" in cmd}
+                if "ray_backfill.worker" in cmd or str(warehouse) in cmd or "SlotSupervisor" in cmd or "AppMasterEntryPoint" in cmd}
         listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
         alive = ([a.get("class_name") for a in json.loads(listed.stdout or "[]") if a.get("state") == "ALIVE"]
                  if listed.returncode == 0 else ["?"])
-        ours = {"ChunkSupervisor", "SourceLimiterActor", "?"} & set(alive)
+        ours = {"SlotSupervisor", "SourceLimiterActor", "?"} & set(alive)
         left.update({0: f"alive actors {sorted(ours)}"} if ours else {})
         if not left:
             break

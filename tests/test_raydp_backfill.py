@@ -118,7 +118,7 @@ def test_parallel_backfill_commits_every_table_to_the_postgres_catalog(pg_run, p
 
 
 # what a healthy run must not print: the JVMs', Spark's, py4j's and Ray's own chatter
-NOISE = re.compile(r"WARN|ERROR|Warning|Exception|Traceback|py4j|raylet|GcsClient|ChunkSupervisor pid|CDS")
+NOISE = re.compile(r"WARN|ERROR|Warning|Exception|Traceback|py4j|raylet|GcsClient|SlotSupervisor pid|CDS")
 
 
 def test_the_console_shows_the_run_only_and_each_attempt_has_its_own_log(pg_run):

@@ -1,12 +1,15 @@
-"""The Ray executor: every task runs in a fresh process, supervised by a named Ray actor.
+"""The Ray executor: every task attempt runs in a fresh process, supervised by its slot's Ray actor.
 
-The actor (`bronze-2024-01`, `silver`, …, visible in the dashboard) holds no CPU — the chunk's
-Spark executors need them (docs/operations.md#raydp: supervisors with CPUs deadlock a small cluster). It starts
-`python -m ray_backfill.worker` on its node; that process is its own Ray driver in its own
-namespace and builds one RayDP session. The actor enforces the timeout, measures the process
-tree's peak RSS, and kills the tree on timeout or cancel. The worker also dies with its actor
-(PR_SET_PDEATHSIG, set by the worker), and its JVMs with it (pyspark's gateway exits when its
-parent goes).
+A run keeps one supervisor actor per slot (`slot-0`, `slot-1`, …, visible in the dashboard; each
+attempt is an actor task named after its task, `bronze-2024-01`). The actor holds no CPU — the
+chunk's Spark executors need them (docs/operations.md#raydp: supervisors with CPUs deadlock a small
+cluster). For each attempt it starts `python -m ray_backfill.worker` on its node, which builds one
+fresh Spark session and ends with it; in RayDP mode that session's driver registers with the slot's
+RayDP app master (ray_backfill/slot_master.py), which the actor keeps for the run. The actor
+enforces the timeout, measures the process tree's peak RSS, kills the tree on timeout or cancel,
+and after each attempt ends its executors and removes what it left. The worker also dies with its
+actor (PR_SET_PDEATHSIG, set by the worker), and its JVMs with it (pyspark's gateway exits when
+its parent goes); the master's gateway JVM too (its stdin is a pipe from the actor).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ray_backfill.leftovers import remove_app_dir, remove_session_files, sweep_n
 from ray_backfill.logs import CappedLog, enforce_run_cap, tidy_ray_logs
 from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
 from ray_backfill.sessions import check_cluster_catalog
+from ray_backfill.slot_master import SlotMaster
 from ray_backfill.worker import FACTS_FILE, PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
 
 log = logging.getLogger(__name__)
@@ -86,34 +90,35 @@ def attempt_log(payload: dict) -> Path:
     return folder / f"{task['task_id']}.attempt{task['attempt']}.log"
 
 
-def _note(log_path: Path, line: str) -> None:
+def _note(log_path: Path | None, line: str) -> None:
     """A line of the supervisor's own in the attempt's log (its header, how the attempt started)."""
+    if log_path is None:
+        return
     with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log_file:
         log_file.write(line + "\n")
 
 
 def _pump(stream, log_path: Path) -> None:
     """Copy the attempt's output (its Python logging, Spark's and the JVMs') to its log file, first
-    and last part up to a cap (ray_backfill/logs.py), and its first part to this actor's own log,
-    which the dashboard shows per actor; never to the driver's console."""
+    and last part up to a cap (ray_backfill/logs.py); never to the driver's console, nor to the
+    slot actor's own log, which lives for the run (it says which attempt started and where its log is)."""
     with open(log_path, "a", encoding="utf-8", buffering=1) as out:
         capped = CappedLog(out)
         try:
             for line in stream:
-                if capped.write(line):
-                    sys.stdout.write(line)
+                capped.write(line)
         finally:
             capped.close()
-            sys.stdout.flush()
 
 
 END_SWEEP_WAIT_S = 15.0  # Ray ends a stopped session's executor actors within a second or two
 
 
-def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
+def _clean_after(payload: dict | None, pid: int | None, failed: bool, master: SlotMaster | None) -> None:
     """What an ended attempt left on this node outside the warehouse and its log: its Spark
-    application's work folder, Ray's native-library copies no process maps, and Ray's log files of
-    its processes (cut to their first and last part when it failed); then its own folder."""
+    executors (the slot's master leaves them alive), its application's work folder, Ray's
+    native-library copies no process maps, and Ray's log files of its processes (cut to their first
+    and last part when it failed); then its own folder."""
     if not payload or not payload.get("result_path"):
         return
     facts_file = Path(payload["result_path"]).with_name(FACTS_FILE)
@@ -122,26 +127,33 @@ def _clean_after(payload: dict | None, pid: int | None, failed: bool) -> None:
     except (OSError, ValueError):
         facts = {}
     _remove_workdir(payload)  # first: the attempt's temporary files (its JVMs' too), whatever happens after
-    remove_app_dir(facts.get("session_dir"), facts.get("app_id"))
-    sweep_native_copies()
-    pids = [*facts.get("pids", []), *([pid] if pid else [])]
+    executors = master.end_application() if master is not None and payload.get("master") else []
     node = getattr(ray._private.worker, "_global_node", None)
+    remove_app_dir(facts.get("session_dir") or (node.get_session_dir_path() if node is not None else None),
+                   facts.get("app_id"))
+    sweep_native_copies()
+    pids = [*facts.get("pids", []), *executors, *([pid] if pid else [])]
     logs_dir = facts.get("logs_dir") or (node.get_logs_dir_path() if node is not None else None)
     tidy_ray_logs(logs_dir, facts.get("ray_jobs", []), pids, keep=failed)
-    # and those of this run's supervisors that have ended (their actors' stdout and stderr)
-    tidy_ray_logs(logs_dir, [ray.get_runtime_context().get_job_id()], [], keep=False, grace_s=0)
+
+
+def _needs_master(payload: dict) -> bool:
+    """Whether the attempt's session is a RayDP one (prepare's is local: ray_backfill/worker.py)."""
+    return payload["settings"]["spark"]["mode"] == "raydp" and payload["task"]["stage"] != "prepare"
 
 
 @ray.remote(num_cpus=0, max_concurrency=3)
-class ChunkSupervisor:
-    """Runs one task attempt in a child process on this actor's node, started cold or as a standby.
+class SlotSupervisor:
+    """One slot of a run: its task attempts, one at a time, each in a fresh child process on this
+    actor's node, started cold or as a standby; in RayDP mode the slot's app master, kept for the run.
 
     A standby (`standby()`) is the attempt's process started ahead of its turn: its session comes up
     and waits; `run()` gives it the go-ahead. The process serves this one attempt and exits; if it
     died while waiting, `run()` starts the attempt cold instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slot: str, namespace: str, master_configs: dict | None, log_dir: str | None) -> None:
+        self._slot = slot
         self._proc: subprocess.Popen | None = None
         self._payload: dict | None = None
         self._spawned = 0.0
@@ -149,16 +161,33 @@ class ChunkSupervisor:
         self._lock = threading.Lock()
         self._log: Path | None = None
         self._pumping: threading.Thread | None = None
+        master_log = Path(log_dir) / f"{slot}.master.log" if log_dir else None
+        self._master = SlotMaster(namespace, master_configs, master_log) if master_configs else None
+
+    def _master_for(self, payload: dict) -> dict | None:
+        """The slot's master for this attempt's session ((re)started when needed), or None."""
+        if self._master is None or not _needs_master(payload):
+            return None
+        began = time.monotonic()
+        url, why = self._master.ensure()
+        if why:
+            _note(self._log, f"# {self._slot}: RayDP master {'started' if why == 'start' else 'restarted: ' + why} "
+                             f"in {time.monotonic() - began:.1f}s")
+        node = ray._private.worker._global_node
+        return {"url": url, "node_ip": node.node_ip_address, "logs_dir": node.get_logs_dir_path(),
+                "driver_port": self._master.driver_port()}
 
     def _spawn(self, payload: dict, env: dict, standby: bool) -> None:
         task = payload["task"]
         workdir = Path(tempfile.mkdtemp(prefix=f"rbf-{task['task_id']}-"))
         payload = {**payload, "result_path": str(workdir / "result.json")}
-        (workdir / "task.json").write_text(json.dumps(payload))
+        self._payload, self._proc = payload, None
         self._log = attempt_log(payload)
         _note(self._log, f"# ray-backfill run {task['run_id']}, {task['task_id']} attempt {task['attempt']}"
                          f"{' (standby)' if standby else ''}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
-                         f"on {os.uname().nodename}")
+                         f"on {os.uname().nodename}, {self._slot}")
+        payload["master"] = self._master_for(payload)
+        (workdir / "task.json").write_text(json.dumps(payload))
         # No preexec_fn: with one, CPython runs the at-fork handlers, and gRPC's close this actor's
         # connections (seen: "ActorUnavailableError ... Socket closed"). The worker arranges to die
         # with this process itself (ray_backfill.worker.die_with_parent).
@@ -175,17 +204,30 @@ class ChunkSupervisor:
         self._pumping.start()
         self._payload, self._spawned = payload, time.monotonic()
 
-    def standby(self, payload: dict, env: dict) -> int:
-        """Start the attempt's process ahead of its turn; its pid."""
+    def _end(self, failed: bool) -> None:
+        """The slot's last attempt is over: its leftovers go, the slot is free for the next."""
+        proc, payload = self._proc, self._payload
+        self._proc, self._payload = None, None
+        _clean_after(payload, proc.pid if proc is not None else None, failed, self._master)
+
+    def standby(self, payload: dict, env: dict) -> int | None:
+        """Start the attempt's process ahead of its turn; its pid (None if it could not start)."""
         with self._lock:
+            self._cancelled.clear()
             if self._proc is None:
-                self._spawn(payload, env, standby=True)
+                try:
+                    self._spawn(payload, env, standby=True)
+                except Exception as exc:  # its turn starts it cold, and says why then
+                    _note(self._log, f"# standby not started: {type(exc).__name__}: {exc}")
+                    self._end(failed=True)
+                    return None
             return self._proc.pid
 
     def run(self, payload: dict, env: dict, timeout_s: float | None) -> TaskResult:
         task = payload["task"]
         node_id = ray.get_runtime_context().get_node_id()
         with self._lock:
+            self._cancelled.clear()
             proc = self._proc
             standby = proc is not None and proc.poll() is None and self._payload["task"] == task
             if standby:
@@ -198,11 +240,16 @@ class ChunkSupervisor:
                 if proc is not None:
                     died = proc.poll() is not None  # its session start failed: keep why, cut
                     _kill_tree(proc)
-                    _clean_after(self._payload, proc.pid, failed=died)
-                self._spawn(payload, env, standby=False)
+                    self._end(failed=died)
+                try:
+                    self._spawn(payload, env, standby=False)
+                except Exception as exc:  # the slot's master did not start: this attempt fails, is retried
+                    self._end(failed=True)
+                    return TaskResult(ok=False, error=f"{self._slot} could not start: {type(exc).__name__}: {exc}",
+                                      node_id=node_id)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
-        line = f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}"
+        line = f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}, {self._slot}"
         print(line, flush=True)
         _note(self._log, line)
         started = time.monotonic()
@@ -239,15 +286,20 @@ class ChunkSupervisor:
         if self._pumping is not None:  # the output's last lines, before the result names the file
             self._pumping.join(timeout=5)
         result.log_path = str(self._log)
-        _clean_after(payload, proc.pid, failed=not result.ok)  # the task and result files: read, no longer needed
+        with self._lock:
+            if self._proc is proc:
+                self._end(failed=not result.ok)  # the task and result files: read, no longer needed
+        print(f"[{task['task_id']}] attempt {task['attempt']} {'succeeded' if result.ok else 'failed'} "
+              f"in {result.seconds:.1f}s, log {self._log}", flush=True)
         return result
 
     def phase(self) -> str:
         """What the attempt is doing now (the worker's last checkpoint), for the live progress."""
-        if self._payload is None:
+        payload = self._payload
+        if payload is None or not payload.get("result_path"):
             return "starting"
         try:
-            return Path(self._payload["result_path"]).with_name(PHASE_FILE).read_text() or "starting"
+            return Path(payload["result_path"]).with_name(PHASE_FILE).read_text() or "starting"
         except OSError:
             return "starting"
 
@@ -258,7 +310,21 @@ class ChunkSupervisor:
             if self._proc is not None and self._proc.poll() is None and self._proc.stdin is not None \
                     and not self._proc.stdin.closed:
                 _kill_tree(self._proc)  # a standby that never got its turn
-                _clean_after(self._payload, self._proc.pid, failed=False)
+                self._end(failed=False)
+
+    def master_rss_mb(self) -> float:
+        """The slot's RayDP master's memory on this node (0 without one)."""
+        return self._master.rss_mb() if self._master is not None and self._master.url else 0.0
+
+    def shutdown(self) -> None:
+        """The run is over: any attempt's process is ended and the slot's master stopped."""
+        self._cancelled.set()
+        with self._lock:
+            if self._proc is not None:
+                _kill_tree(self._proc)
+                self._end(failed=False)
+            if self._master is not None:
+                self._master.stop()
 
 
 def _remove_workdir(payload: dict | None) -> None:
@@ -268,24 +334,33 @@ def _remove_workdir(payload: dict | None) -> None:
 
 
 @dataclass(eq=False)
-class _Attempt:
-    task: Task
+class _Slot:
+    """A supervisor actor of the run and what it holds now: nothing, a running attempt or a standby."""
+
+    name: str
     actor: object
-    ref: object
-    node_id: str | None = None  # the node it was placed on
+    node_id: str | None
+    task: Task | None = None
+    running: bool = False
 
 
 @dataclass(eq=False)
-class _Standby:
-    """An attempt's supervisor and process, started ahead of the attempt's turn."""
-
+class _Attempt:
     task: Task
-    actor: object
-    node_id: str | None
+    slot: _Slot
+    ref: object
+
+    @property
+    def actor(self):
+        return self.slot.actor
+
+    @property
+    def node_id(self) -> str | None:
+        return self.slot.node_id
 
 
 class RayExecutor(Executor[_Attempt]):
-    """Fans tasks out to named supervisor actors; at most `slots` attempts in flight."""
+    """Fans task attempts out to the run's slot supervisors; at most `slots` attempts in flight."""
 
     name = "ray"
 
@@ -300,7 +375,9 @@ class RayExecutor(Executor[_Attempt]):
         self.slots = 1
         self.requested_standby = standby
         self.standby = 0  # attempts started ahead beyond the free slots; --standby 0 starts none ahead at all
-        self._standbys: dict[str, _Standby] = {}  # task id -> its standby
+        self._pool: list[_Slot] = []  # the run's supervisors, created as attempts need them
+        self._made = 0  # supervisors created (a lost one's successor takes the next number)
+        self._master_configs: dict | None = None
         self._running = 0
         self._started_ray = False
         self._gcs = None
@@ -356,6 +433,8 @@ class RayExecutor(Executor[_Attempt]):
         ahead = "no standby sessions" if self.requested_standby == 0 else (
             f"standby sessions in free slots + {self.standby} ({standby_why})")
         self.echo(f"ray cluster {self._gcs}{shown}: parallelism {self.slots} ({why}), {ahead}")
+        if self.settings.spark.mode == "raydp":
+            self._master_configs = _master_configs(self.settings)
         source = self.settings.source
         if source.kind == "open-meteo" and not source.limits.is_unlimited:
             from ray_backfill.limiter import start_limiter
@@ -368,6 +447,7 @@ class RayExecutor(Executor[_Attempt]):
 
     def __exit__(self, *exc) -> None:
         self.upcoming([])
+        self._close_pool()
         if self._limiter is not None:
             with contextlib.suppress(Exception):
                 ray.kill(self._limiter)
@@ -407,22 +487,77 @@ class RayExecutor(Executor[_Attempt]):
         """Keep standbys for the next attempts that fit: free slots plus `standby`; drop the rest."""
         room = 0 if self.requested_standby == 0 else max(0, self.slots + self.standby - self._running)
         wanted = {t.task_id: t for t in tasks[:room]}
-        for task_id, kept in list(self._standbys.items()):
-            if wanted.get(task_id) != kept.task:
-                self._drop_standby(self._standbys.pop(task_id))
+        for slot in self._pool:
+            if slot.task is not None and not slot.running and wanted.get(slot.task.task_id) != slot.task:
+                self._drop_standby(slot)
+        held = {slot.task.task_id for slot in self._pool if slot.task is not None and not slot.running}
         for task in wanted.values():
-            if task.task_id not in self._standbys:
-                actor, node = self._new_supervisor(task)
-                actor.standby.remote(self._task_payload(task), self._env())
-                self._standbys[task.task_id] = _Standby(task, actor, node)
+            if task.task_id not in held:
+                slot = self._free_slot()
+                if slot is None:
+                    break
+                slot.task = task
+                self._in_flight[slot.node_id] += 1
+                slot.actor.standby.remote(self._task_payload(task), self._env())
 
-    def _drop_standby(self, standby: _Standby) -> None:
-        """A standby whose turn will not come: its process and folder go, then its supervisor."""
+    def _drop_standby(self, slot: _Slot) -> None:
+        """A standby whose turn will not come: its process and folder go; its slot is free again."""
+        try:
+            ray.get(slot.actor.cancel.remote(), timeout=30)
+        except Exception:  # the supervisor is gone or stuck: a fresh one will take its place
+            self._retire(slot)
+        self._done_on(slot.node_id)
+        slot.task = None
+
+    def _free_slot(self) -> _Slot | None:
+        """A supervisor holding nothing, on the node with fewest of the run's attempts; a new one
+        while the run has fewer than its slots plus standbys; else None."""
+        free = [slot for slot in self._pool if slot.task is None]
+        if free:
+            return min(free, key=lambda slot: (self._in_flight.get(slot.node_id, 0), self._started.get(slot.node_id, 0)))
+        if len(self._pool) >= self.slots + self.standby:
+            return None
+        return self._new_supervisor()
+
+    def _new_supervisor(self) -> _Slot:
+        """A supervisor actor for a slot, named after it, on the node with fewest of this run's attempts."""
+        name = f"slot-{self._made}"
+        self._made += 1
+        # The chunk's process (its Spark driver) runs where its supervisor runs: spread the supervisors
+        # over the nodes ourselves. Measured on Ray 2.60 with num_cpus=0 actors: SPREAD often put two
+        # actors created together on one node, and soft node affinity was ignored for about half the
+        # actors; hard affinity is exact. A node lost takes its supervisors with it: their attempts
+        # fail and are retried on successors created among the nodes alive then.
+        on_nodes = Counter(slot.node_id for slot in self._pool)
+        node = pick_node(_cpu_nodes(), on_nodes, self._started)
+        strategy = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
+        actor = SlotSupervisor.options(name=name, lifetime="non_detached", scheduling_strategy=strategy).remote(
+            name, f"rbf-{self.run_id}-{name}", self._master_configs, str(self.log_dir) if self.log_dir else None)
+        slot = _Slot(name, actor, node)
+        self._pool.append(slot)
+        return slot
+
+    def _retire(self, slot: _Slot) -> None:
+        """Take a supervisor out of the run (it died, or the run is stopping): its actor is killed."""
         with contextlib.suppress(Exception):
-            ray.get(standby.actor.cancel.remote(), timeout=10)
+            ray.kill(slot.actor)
+        if slot in self._pool:
+            self._pool.remove(slot)
+
+    def _close_pool(self) -> None:
+        """The run is over: each supervisor ends its attempt and its master, then goes."""
+        asked = []
+        for slot in self._pool:
+            with contextlib.suppress(Exception):
+                asked.append(slot.actor.shutdown.remote())
         with contextlib.suppress(Exception):
-            ray.kill(standby.actor)
-        self._done_on(standby.node_id)
+            ray.wait(asked, num_returns=len(asked), timeout=60)
+        for slot in list(self._pool):
+            self._retire(slot)
+        # the supervisors' own Ray log files on this node, now that they have ended
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:
+            tidy_ray_logs(node.get_logs_dir_path(), [ray.get_runtime_context().get_job_id()], [], keep=False)
 
     def observe(self, record, task) -> None:
         """Export progress with ray.util.metrics: tasks by state, rows written, task seconds."""
@@ -461,26 +596,6 @@ class RayExecutor(Executor[_Attempt]):
             return None
         return ray.get(self._limiter.snapshot.remote(), timeout=30)
 
-    def _new_supervisor(self, task: Task) -> tuple[object, str | None]:
-        """A supervisor actor for `task`'s attempt, named after it, on the node with least of this run."""
-        name = task.task_id if task.attempt == 1 else f"{task.task_id}-attempt{task.attempt}"
-        # The chunk's process (its Spark driver) runs where its supervisor runs: spread the supervisors
-        # over the nodes ourselves. Measured on Ray 2.60 with num_cpus=0 actors: SPREAD often put two
-        # chunks started together on one node, and soft node affinity was ignored for about half the
-        # actors; hard affinity is exact. A node lost before its actor starts fails that attempt, and
-        # the retry picks among the nodes alive then.
-        node = pick_node(_cpu_nodes(), self._in_flight, self._started)
-        strategy = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
-        if node:
-            self._in_flight[node] += 1
-            self._started[node] += 1
-        try:
-            actor = ChunkSupervisor.options(name=name, lifetime="non_detached", scheduling_strategy=strategy).remote()
-        except ValueError:  # the name is still held by a supervisor just killed (a dropped standby)
-            actor = ChunkSupervisor.options(name=f"{name}-{os.urandom(2).hex()}", lifetime="non_detached",
-                                            scheduling_strategy=strategy).remote()
-        return actor, node
-
     def _env(self) -> dict:
         env = {"RAY_ADDRESS": self._gcs, **secret_env(self.settings)}
         for var in ("RAY_BACKFILL_FAULTS", "RAY_BACKFILL_FAULT_DRILLS", "RAY_AUTH_MODE", "PYTHONPATH"):
@@ -489,14 +604,23 @@ class RayExecutor(Executor[_Attempt]):
         return env
 
     def start(self, task: Task) -> _Attempt:
-        standby = self._standbys.pop(task.task_id, None)
-        if standby is not None and standby.task != task:
-            self._drop_standby(standby)
-            standby = None
-        actor, node = (standby.actor, standby.node_id) if standby else self._new_supervisor(task)
+        slot = next((slot for slot in self._pool if slot.task == task and not slot.running), None)
+        if slot is None:
+            for other in self._pool:  # a standby held for an earlier try of this task
+                if other.task is not None and not other.running and other.task.task_id == task.task_id:
+                    self._drop_standby(other)
+            slot = self._free_slot()
+            if slot is None:  # every slot holds a standby for a later task: the latest gives way
+                self._drop_standby(next(s for s in reversed(self._pool) if not s.running))
+                slot = self._free_slot()
+            slot.task = task
+            self._in_flight[slot.node_id] += 1
+        slot.running = True
+        self._started[slot.node_id] += 1
         self._running += 1
-        ref = actor.run.remote(self._task_payload(task), self._env(), self.chunk_timeout_s)
-        return _Attempt(task, actor, ref, node)
+        ref = slot.actor.run.options(name=task.task_id).remote(self._task_payload(task), self._env(),
+                                                                self.chunk_timeout_s)
+        return _Attempt(task, slot, ref)
 
     def _done_on(self, node_id: str | None) -> None:
         if node_id and self._in_flight[node_id] > 0:
@@ -505,6 +629,7 @@ class RayExecutor(Executor[_Attempt]):
     def _done(self, attempt: _Attempt) -> None:
         self._running = max(0, self._running - 1)
         self._done_on(attempt.node_id)
+        attempt.slot.task, attempt.slot.running = None, False
 
     def wait(self, handles: list[_Attempt], timeout_s: float) -> list[tuple[_Attempt, TaskResult]]:
         if not handles:
@@ -517,9 +642,9 @@ class RayExecutor(Executor[_Attempt]):
             try:
                 result = ray.get(ref)
             except Exception as exc:  # the supervisor itself died (node lost, killed)
-                result = TaskResult(ok=False, error=f"supervisor of {attempt.task.task_id} died: {type(exc).__name__}")
-            with contextlib.suppress(Exception):
-                ray.kill(attempt.actor)
+                result = TaskResult(ok=False, error=f"{attempt.slot.name}, supervising {attempt.task.task_id}, "
+                                                    f"died: {type(exc).__name__}")
+                self._retire(attempt.slot)
             self._done(attempt)
             if self._limiter is not None and not result.ok:
                 # a chunk that died mid-request holds leases nobody will release
@@ -532,16 +657,31 @@ class RayExecutor(Executor[_Attempt]):
         return out
 
     def cancel(self, handles: list[_Attempt]) -> None:
-        """Ask each supervisor to kill its process tree, wait for it, then remove the actors."""
+        """Ask each supervisor to kill its attempt's process tree, wait for it, then remove the actors."""
         for h in handles:
             with contextlib.suppress(Exception):
                 h.actor.cancel.remote()
         with contextlib.suppress(Exception):
             ray.wait([h.ref for h in handles], num_returns=len(handles), timeout=20)
         for h in handles:
-            with contextlib.suppress(Exception):
-                ray.kill(h.actor)
             self._done(h)
+            self._retire(h.slot)
+
+
+def _master_configs(settings: Settings) -> dict:
+    """The settings each slot's RayDP master starts with (ray_backfill/slot_master.py): the run's
+    jars for its executors; its JVM's options as every session JVM's, quick start, and the RayDP
+    class-data archive when one exists (ray_backfill/cds.py)."""
+    from ray_backfill import cds
+    from ray_backfill.jars import manifest_jars
+    from ray_backfill.jvm import EVERY_JVM, QUICK_START_JVM
+    from ray_backfill.slot_master import master_configs
+
+    jars = manifest_jars()
+    options = f"{EVERY_JVM} {QUICK_START_JVM}"
+    if settings.spark.class_data_sharing:
+        options += f" {cds.shared_archive_options('raydp', cds.raydp_classpath(jars))}"
+    return master_configs(jars, options.strip())
 
 
 class _Metrics:
