@@ -159,10 +159,23 @@ class SlotMaster:
         return _actor_info(handle).get("State") == "ALIVE"
 
     def stop(self) -> None:
-        """Stop the master: its actor, the gateway JVM (and with that JVM's job, any executor left)."""
+        """Stop the master: its actor, the gateway JVM (and with that JVM's job, any executor left);
+        then its processes' Ray log files on this node go (ray_backfill/logs.py)."""
         master, self._master, self.url = self._master, None, None
-        if master is not None:
-            _stop_master(master)
+        if master is None:
+            return
+        import ray
+
+        from ray_backfill.logs import tidy_ray_logs
+
+        pids = [master._gateway.proc.pid] if master._gateway is not None else []
+        pids += [self._actor_pid] if self._actor_pid else []
+        logs_dir = Path(ray._private.worker._global_node.get_logs_dir_path())
+        # its gateway's Ray log file is named after its job: java-core-driver-<job>ff…_<pid>.log
+        jobs = [f.name[len("java-core-driver-"):][:8] for pid in pids[:1]
+                for f in logs_dir.glob(f"java-core-driver-*_{pid}.log")]
+        _stop_master(master)
+        tidy_ray_logs(logs_dir, jobs, pids, keep=False)
 
     # --- between applications ---------------------------------------------------------------
     def driver_port(self) -> int:

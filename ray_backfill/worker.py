@@ -1,8 +1,10 @@
 """One task in its own process: `python -m ray_backfill.worker [--standby] PAYLOAD.json`.
 
-The process is its own Ray driver in a namespace of its own (RayDP's actor names are fixed per
-namespace, docs/operations.md#raydp) and builds one fresh Spark session; when the process ends,
-so do its JVMs and RayDP actors. It writes a `TaskResult` JSON to the payload's `result_path` and
+The process builds one fresh Spark session; when the process ends, so do its JVMs. In a run's
+RayDP mode its driver registers with its slot's app master (the payload's `master`,
+docs/operations.md#master-per-slot), whose executors serve this session only; without one it
+starts a master of its own as its own Ray driver, in a namespace of its own (RayDP's actor names
+are fixed per namespace). It joins Ray itself only for the run's source limiter. It writes a `TaskResult` JSON to the payload's `result_path` and
 exits 0, or 1 on failure. With `--standby` it starts its session first and waits for a line on
 stdin before the task begins (a standby, ray_backfill/executors/ray.py).
 """

@@ -111,6 +111,7 @@ def _pump(stream, log_path: Path) -> None:
             capped.close()
 
 
+MASTER_WATCH_S = 2.0  # how often a running RayDP attempt's supervisor checks that its slot's master lives
 END_SWEEP_WAIT_S = 15.0  # Ray ends a stopped session's executor actors within a second or two
 
 
@@ -254,14 +255,19 @@ class SlotSupervisor:
         _note(self._log, line)
         started = time.monotonic()
         queue_file = Path(payload["result_path"]).with_name(QUEUE_FILE)
-        peak, sampled = 0.0, 0.0
+        peak, sampled, watched = 0.0, 0.0, time.monotonic()
         outcome = None
+        watch_master = self._master is not None and payload.get("master") is not None
         while proc.poll() is None:
             if time.monotonic() - sampled >= 1.0:  # memory changes slowly; reading a process tree costs CPU
                 peak, sampled = max(peak, tree_rss_mb(proc.pid)), time.monotonic()
+            if watch_master and time.monotonic() - watched >= MASTER_WATCH_S:
+                watched = time.monotonic()
+                if not self._master.alive():  # its executors died with it: Spark would wait for new ones forever
+                    outcome = f"{self._slot}'s RayDP master died"
             if self._cancelled.is_set():
                 outcome = "cancelled"
-            elif timeout_s and time.monotonic() - started > timeout_s:
+            elif not outcome and timeout_s and time.monotonic() - started > timeout_s:
                 # the timeout counts the chunk's own work, not its time held up at the source limiter
                 queued = queued_seconds(queue_file)
                 if time.monotonic() - started - queued > timeout_s:
