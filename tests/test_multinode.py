@@ -192,12 +192,11 @@ def spread_run(cluster, tmp_path_factory) -> JobRun:
     while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
         if listed.returncode == 0:
-            actors.update({a["name"]: a.get("class_name", "") for a in json.loads(listed.stdout or "[]") if a.get("name")})
+            actors.update({a["name"]: a.get("class_name", "") for a in _listed(listed.stdout) if a.get("name")})
         listed = cluster.ray("list", "tasks", "--address", cluster.dashboard, "--format", "json", "--limit", "1000",
                              "--filter", "type=ACTOR_TASK")
         if listed.returncode == 0:
-            tasks.update({t["name"]: t.get("func_or_class_name", "") for t in json.loads(listed.stdout or "[]")
-                          if t.get("name")})
+            tasks.update({t["name"]: t.get("func_or_class_name", "") for t in _listed(listed.stdout) if t.get("name")})
         # `ray job status` words a finished job differently from a running one; the state API's JSON does not
         jobs = cluster.ray("list", "jobs", "--address", cluster.dashboard, "--format", "json")
         if jobs.returncode == 0:
@@ -206,6 +205,11 @@ def spread_run(cluster, tmp_path_factory) -> JobRun:
         time.sleep(2)
     logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
     return JobRun(warehouse, status, logs, actors, tasks)
+
+
+def _listed(out: str) -> list[dict]:
+    """What `ray list ... --format json` printed: its JSON list, or none ("No resource in the cluster")."""
+    return json.loads(out) if out.lstrip().startswith("[") else []
 
 
 def test_the_submitted_job_succeeds_with_a_supervisor_per_slot_and_a_named_task_per_chunk(spread_run):
@@ -320,7 +324,7 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
         left = {p: cmd for p, cmd in marked_processes(cluster.marker).items()
                 if "ray_backfill.worker" in cmd or str(warehouse) in cmd or "SlotSupervisor" in cmd or "AppMasterEntryPoint" in cmd}
         listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
-        alive = ([a.get("class_name") for a in json.loads(listed.stdout or "[]") if a.get("state") == "ALIVE"]
+        alive = ([a.get("class_name") for a in _listed(listed.stdout) if a.get("state") == "ALIVE"]
                  if listed.returncode == 0 else ["?"])
         ours = {"SlotSupervisor", "SourceLimiterActor", "?"} & set(alive)
         left.update({0: f"alive actors {sorted(ours)}"} if ours else {})

@@ -299,6 +299,7 @@ class SlotSupervisor:
               f"in {result.seconds:.1f}s, log {self._log}", flush=True)
         return result
 
+    @ray.method(enable_task_events=False)  # asked every second or so: kept out of the GCS's task events
     def phase(self) -> str:
         """What the attempt is doing now (the worker's last checkpoint), for the live progress."""
         payload = self._payload
@@ -318,6 +319,7 @@ class SlotSupervisor:
                 _kill_tree(self._proc)  # a standby that never got its turn
                 self._end(failed=False)
 
+    @ray.method(enable_task_events=False)
     def master_rss_mb(self) -> float:
         """The slot's RayDP master's memory on this node (0 without one)."""
         return self._master.rss_mb() if self._master is not None and self._master.url else 0.0
