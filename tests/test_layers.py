@@ -16,7 +16,8 @@ from tests.helpers import ROOT
 PACKAGES = ("jobs", "ray_backfill", "benchmarks")
 # The orchestration modules that may talk to Ray or RayDP: the Ray executor, the limiter actor,
 # the session builder and the chunk worker (its own Ray driver). The benchmarks start Ray too.
-RAY_MODULES = {"ray_backfill.executors.ray", "ray_backfill.limiter", "ray_backfill.sessions", "ray_backfill.worker"}
+RAY_MODULES = {"ray_backfill.executors.ray", "ray_backfill.limiter", "ray_backfill.sessions", "ray_backfill.slot_master",
+               "ray_backfill.worker"}
 
 
 def _module_name(path: Path) -> str:
