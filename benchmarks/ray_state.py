@@ -55,10 +55,10 @@ def child(bounds: bool, actors: int, jobs: int, every: int) -> dict:
     """One cluster's life in this process: the samples, each {phase, done, gcs_server, raylet, driver}."""
     import ray
 
-    from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
+    from ray_backfill.ray_bounds import DAEMON_ENV, SYSTEM_CONFIG
 
     if bounds:
-        os.environ.update(LOG_ROTATION)
+        os.environ.update(DAEMON_ENV)
     ray.init(_system_config=dict(SYSTEM_CONFIG) if bounds else {}, include_dashboard=False,
              logging_level=logging.ERROR, num_cpus=2, namespace="ray-state")
     daemons = _daemons(os.getpid())

@@ -99,7 +99,8 @@ command -v ray >/dev/null || die "no 'ray' command: run 'make setup' in $root (c
 export RAY_AUTH_MODE=token
 # What the cluster keeps as runs go on stays bounded (docs/operations.md#ray-state): the same bounds
 # as a local cluster a run starts (ray_backfill/ray_bounds.py; tests/test_cluster_files.py checks).
-export RAY_ROTATION_MAX_BYTES=${RAY_ROTATION_MAX_BYTES:-8388608} RAY_ROTATION_BACKUP_COUNT=${RAY_ROTATION_BACKUP_COUNT:-1}
+export RAY_ROTATION_MAX_BYTES=${RAY_ROTATION_MAX_BYTES:-8388608} RAY_ROTATION_BACKUP_COUNT=${RAY_ROTATION_BACKUP_COUNT:-1} \
+  RAY_LOG_MONITOR_MAX_OPEN_FILES=${RAY_LOG_MONITOR_MAX_OPEN_FILES:-32}
 system_config='{"maximum_gcs_destroyed_actor_cached_count": 100, "maximum_gcs_dead_worker_cached_count": 100, "task_events_max_num_task_in_gcs": 1000}'
 
 warn_missing_jars() {  # a chunk placed on this node would fail without them

@@ -25,5 +25,8 @@ SYSTEM_CONFIG: dict[str, int] = {
 }
 
 # the environment of the processes that start Ray's daemons: each log file rotates at 8 MiB, one
-# earlier file kept (Ray's defaults: 512 MiB and 5)
-LOG_ROTATION: dict[str, str] = {"RAY_ROTATION_MAX_BYTES": str(8 * 1024 * 1024), "RAY_ROTATION_BACKUP_COUNT": "1"}
+# earlier file kept (Ray's defaults: 512 MiB and 5); Ray's log monitor tails at most 32 worker log
+# files at a time (its default, 200: it holds each open, a removed one too, until it has that many,
+# so its open files and the deleted files it holds grew with the chunks done for the first 200)
+DAEMON_ENV: dict[str, str] = {"RAY_ROTATION_MAX_BYTES": str(8 * 1024 * 1024), "RAY_ROTATION_BACKUP_COUNT": "1",
+                              "RAY_LOG_MONITOR_MAX_OPEN_FILES": "32"}

@@ -181,11 +181,11 @@ def test_ray_node_head_starts_with_token_auth_and_prints_next_steps(node_script)
     for flag in ("--dashboard-port 8266", "--num-cpus 2", f"--memory {8 * 2**30}", "--node-ip-address 10.1.2.3"):
         assert flag in start
     # the head keeps bounded state, the same bounds as a local cluster a run starts
-    from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
+    from ray_backfill.ray_bounds import DAEMON_ENV, SYSTEM_CONFIG
 
     assert json.loads(start.split("--system-config ", 1)[1].split(" --", 1)[0]) == SYSTEM_CONFIG
     text = _text("ray-node.sh")
-    assert all(f"{key}=${{{key}:-{value}}}" in text for key, value in LOG_ROTATION.items())
+    assert all(f"{key}=${{{key}:-{value}}}" in text for key, value in DAEMON_ENV.items())
     assert "Dashboard: http://127.0.0.1:8266" in result.stdout
     assert "cluster/ray-node.sh worker 10.1.2.3:6380" in result.stdout
     assert "auth_token" in result.stdout

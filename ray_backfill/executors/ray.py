@@ -39,7 +39,7 @@ from ray_backfill.ledger import run_log_dir
 from ray_backfill.limiter import lease_holder, queued_seconds
 from ray_backfill.leftovers import remove_app_dir, remove_session_files, sweep_native_copies
 from ray_backfill.logs import CappedLog, enforce_run_cap, tidy_ray_logs
-from ray_backfill.ray_bounds import LOG_ROTATION, SYSTEM_CONFIG
+from ray_backfill.ray_bounds import DAEMON_ENV, SYSTEM_CONFIG
 from ray_backfill.sessions import check_cluster_catalog
 from ray_backfill.slot_master import SlotMaster
 from ray_backfill.worker import FACTS_FILE, PHASE_FILE, QUEUE_FILE, STANDBY_FLAG, SUPERVISOR_PID_ENV
@@ -413,7 +413,7 @@ class RayExecutor(Executor[_Attempt]):
             bounds = {}
             if not address:  # a local cluster of this run's: Ray's state bounded (ray_backfill/ray_bounds.py)
                 bounds["_system_config"] = dict(SYSTEM_CONFIG)
-                for key, value in LOG_ROTATION.items():
+                for key, value in DAEMON_ENV.items():
                     os.environ.setdefault(key, value)  # read by the daemons ray.init starts
             try:
                 context = ray.init(address=address, namespace=f"rbf-{self.run_id}", log_to_driver=False,
