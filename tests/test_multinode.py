@@ -212,12 +212,14 @@ def _listed(out: str) -> list[dict]:
     return json.loads(out) if out.lstrip().startswith("[") else []
 
 
-def test_the_submitted_job_succeeds_with_a_supervisor_per_slot_and_a_named_task_per_chunk(spread_run):
+def test_the_submitted_job_succeeds_with_a_named_supervisor_per_slot(spread_run):
     assert spread_run.status == "SUCCEEDED", spread_run.logs[-4000:]
     supervisors = {name for name, cls in spread_run.actors.items() if cls.endswith("SlotSupervisor")}
     assert supervisors == {"slot-0", "slot-1"}, spread_run.actors  # parallelism 2, no standby beyond the slots
+    # the attempts are the slots' `run` tasks, under the method's own name: one name, whatever the chunk
+    # (a name per chunk would be a metric series per chunk: docs/operations.md#master-per-slot)
     runs = {name for name, func in spread_run.tasks.items() if func.endswith("SlotSupervisor.run")}
-    assert {"bronze-2024-01", "bronze-2024-02", "silver", "gold"} <= runs, spread_run.tasks
+    assert runs == {"SlotSupervisor.run"}, spread_run.tasks
 
 
 def test_chunks_run_on_both_nodes_and_the_ledger_says_which(cluster, spread_run, spark):

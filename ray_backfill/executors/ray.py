@@ -1,7 +1,7 @@
 """The Ray executor: every task attempt runs in a fresh process, supervised by its slot's Ray actor.
 
-A run keeps one supervisor actor per slot (`slot-0`, `slot-1`, …, visible in the dashboard; each
-attempt is an actor task named after its task, `bronze-2024-01`). The actor holds no CPU — the
+A run keeps one supervisor actor per slot (`slot-0`, `slot-1`, …, visible in the dashboard; its log
+says which attempt it runs). The actor holds no CPU — the
 chunk's Spark executors need them (docs/operations.md#raydp: supervisors with CPUs deadlock a small
 cluster). For each attempt it starts `python -m ray_backfill.worker` on its node, which builds one
 fresh Spark session and ends with it; in RayDP mode that session's driver registers with the slot's
@@ -626,8 +626,9 @@ class RayExecutor(Executor[_Attempt]):
         slot.running = True
         self._started[slot.node_id] += 1
         self._running += 1
-        ref = slot.actor.run.options(name=task.task_id).remote(self._task_payload(task), self._env(),
-                                                                self.chunk_timeout_s)
+        # Not `.options(name=task_id)`: Ray keeps a metric series per task name (`ray_tasks{Name=…}` in
+        # the driver, the process title in the node's agent), one more per chunk for the run's life
+        ref = slot.actor.run.remote(self._task_payload(task), self._env(), self.chunk_timeout_s)
         return _Attempt(task, slot, ref)
 
     def _done_on(self, node_id: str | None) -> None:
