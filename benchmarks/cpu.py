@@ -201,8 +201,8 @@ def classify(s: Seen, pids: dict[int, Seen], driver_pid: int | None) -> str:
         if "AppMasterEntryPoint" in cmd:
             return "RayDP gateway JVM"
         if "io.ray.runtime.runner.worker.DefaultWorker" in cmd or "raydp-java-worker" in cmd:
-            # RayDP gives the executor's JVM its memory (-Xmx), the app master's none
-            return "Ray Java worker: Spark executor" if "-Xmx" in cmd else "Ray Java worker: RayDP app master"
+            # RayDP gives the executor's JVM its memory (-Xms and -Xmx), the app master's at most a cap (-Xmx)
+            return "Ray Java worker: Spark executor" if "-Xms" in cmd else "Ray Java worker: RayDP app master"
         if parent is not None and "ray_backfill.worker" in parent.cmd:
             return "Spark driver JVM"
         if driver_pid is not None and s.ppid == driver_pid:

@@ -149,8 +149,8 @@ def role_of(name: str, cmd: str, ppid: int, driver_pid: int) -> str | None:
     is_java = name == "java" or cmd.split(" ", 1)[0].endswith("/java")
     if is_java and "AppMasterEntryPoint" in cmd:
         return "RayDP master gateways"  # a slot's master (ray_backfill/slot_master.py)
-    if is_java and "io.ray.runtime.runner.worker.DefaultWorker" in cmd and "-Xmx" not in cmd:
-        return "RayDP master actors"  # the executors are given their heap (-Xmx) and live for one chunk
+    if is_java and "io.ray.runtime.runner.worker.DefaultWorker" in cmd and "-Xms" not in cmd:
+        return "RayDP master actors"  # the executors are given their heap (-Xms, -Xmx) and live for one chunk
     if "dashboard/dashboard.py" in cmd:
         return "dashboard"
     if cmd.startswith("ray-dashboard-") or "multiprocessing.forkserver" in cmd \

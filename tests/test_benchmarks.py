@@ -142,6 +142,8 @@ def test_the_cpu_sampler_charges_a_busy_process_to_its_role_and_agrees_with_the_
     ("java -Xms768M -Xmx768M -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet",
      "Ray Java worker: Spark executor"),
     ("java -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet", "Ray Java worker: RayDP app master"),
+    ("java -Xmx256m -cp x io.ray.runtime.runner.worker.DefaultWorker", "java", "raylet",
+     "Ray Java worker: RayDP app master"),  # a slot's master: its heap capped, no -Xms
     ("ray::RayDPSparkMaster.start_up", "python", "raylet", "actor: RayDPSparkMaster"),
     ("/x/raylet --raylet_socket_name=/tmp/ray/s", "raylet", "", "Ray daemons"),
 ])

@@ -146,7 +146,8 @@ def test_a_slots_raydp_master_serves_its_chunks_and_one_that_dies_fails_only_the
     new = [psutil.Process(pid) for pid in java_and_workers() - before if psutil.pid_exists(pid)]
     commands = {proc: " ".join(proc.cmdline()) for proc in new}
     gateways = [p for p, cmd in commands.items() if "AppMasterEntryPoint" in cmd]
-    masters = [p for p, cmd in commands.items() if "io.ray.runtime.runner.worker.DefaultWorker" in cmd and "-Xmx" not in cmd]
+    # RayDP starts an executor's JVM with -Xms and -Xmx its memory; the master's has no -Xms
+    masters = [p for p, cmd in commands.items() if "io.ray.runtime.runner.worker.DefaultWorker" in cmd and "-Xms" not in cmd]
     assert len(gateways) == 1 and len(masters) == 1, commands
     masters[0].kill()
     text = _output_at_exit(driver, output, timeout=600)
