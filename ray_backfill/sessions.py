@@ -317,12 +317,10 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
             log_to_driver=False,
         )
         started_ray = True
-    conf = dict(conf)
+    conf = _with_every_jvm(conf, every_jvm)
     # RayDP's gateway JVM and its app master (a Ray Java worker) run Spark's master only
     master = EVERY_JVM + (f" {QUICK_START_JVM}" if spark.quick_start else "")
     conf["spark.ray.raydp_app_master.extraJavaOptions"] = f"{master} {every_jvm}".strip()
-    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        conf[key] = f"{conf[key]} {every_jvm}".strip()
     conf["raydp.executor.extraClassPath"] = ":".join(jars)
     # RayDP's Java agent writes to ray.logging.dir, else /tmp/ray/session_latest/logs: the newest
     # cluster on the machine, not necessarily ours (tests, several clusters on one host)
@@ -360,6 +358,14 @@ def _raydp_session(spark: SparkConfig, app_name: str, conf: dict[str, str], jars
     return session, stop
 
 
+def _with_every_jvm(conf: dict[str, str], every_jvm: str) -> dict[str, str]:
+    """A copy of `conf` whose driver and executor JVMs also start with `every_jvm`."""
+    conf = dict(conf)
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        conf[key] = f"{conf[key]} {every_jvm}".strip()
+    return conf
+
+
 def _slot_master_session(spark: SparkConfig, app_name: str, conf: dict[str, str], every_jvm: str, master: dict):
     """A RayDP session whose driver registers with the slot's running app master: no Ray
     connection, no master JVM of its own. Its executors are its own, started by that master."""
@@ -372,9 +378,7 @@ def _slot_master_session(spark: SparkConfig, app_name: str, conf: dict[str, str]
         def get_cluster_url(self) -> str:
             return master["url"]
 
-    conf = dict(conf)
-    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        conf[key] = f"{conf[key]} {every_jvm}".strip()
+    conf = _with_every_jvm(conf, every_jvm)
     # RayDP's Java agent in the driver writes to ray.logging.dir: this node's Ray log folder
     conf["spark.driver.extraJavaOptions"] += f" -Dray.logging.dir={master['logs_dir']}"
     conf["spark.driver.host"] = conf["spark.driver.bindAddress"] = master["node_ip"]

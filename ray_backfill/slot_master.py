@@ -161,6 +161,7 @@ class SlotMaster:
     def stop(self) -> None:
         """Stop the master: its actor, the gateway JVM (and with that JVM's job, any executor left);
         then its processes' Ray log files on this node go (ray_backfill/logs.py)."""
+        pids = self.pids()
         master, self._master, self.url = self._master, None, None
         if master is None:
             return
@@ -168,8 +169,6 @@ class SlotMaster:
 
         from ray_backfill.logs import tidy_ray_logs
 
-        pids = [master._gateway.proc.pid] if master._gateway is not None else []
-        pids += [self._actor_pid] if self._actor_pid else []
         logs_dir = Path(ray._private.worker._global_node.get_logs_dir_path())
         # its gateway's Ray log file is named after its job: java-core-driver-<job>ff…_<pid>.log
         jobs = [f.name[len("java-core-driver-"):][:8] for pid in pids[:1]
@@ -229,10 +228,7 @@ class SlotMaster:
         import psutil
 
         total = 0.0
-        pids = [self._master._gateway.proc.pid] if self._master is not None and self._master._gateway else []
-        if self._actor_pid:
-            pids.append(self._actor_pid)
-        for pid in pids:
+        for pid in self.pids():
             with contextlib.suppress(psutil.Error):
                 total += psutil.Process(pid).memory_info().rss / 2**20
         return total

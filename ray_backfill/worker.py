@@ -4,8 +4,8 @@ The process builds one fresh Spark session; when the process ends, so do its JVM
 RayDP mode its driver registers with its slot's app master (the payload's `master`,
 docs/operations.md#master-per-slot), whose executors serve this session only; without one it
 starts a master of its own as its own Ray driver, in a namespace of its own (RayDP's actor names
-are fixed per namespace). It joins Ray itself only for the run's source limiter. It writes a `TaskResult` JSON to the payload's `result_path` and
-exits 0, or 1 on failure. With `--standby` it starts its session first and waits for a line on
+are fixed per namespace). It joins Ray itself only for the run's source limiter. It writes a
+`TaskResult` JSON to the payload's `result_path` and exits 0, or 1 on failure. With `--standby` it starts its session first and waits for a line on
 stdin before the task begins (a standby, ray_backfill/executors/ray.py).
 """
 
@@ -155,14 +155,16 @@ def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
     inputs = load_inputs(settings.pipeline)
     facts = Path(payload["result_path"]).with_name(FACTS_FILE) if payload.get("result_path") else None
     master = payload.get("master")  # the slot's RayDP app master (ray_backfill/slot_master.py), if any
+    def session():
+        return spark_session(settings, task.task_id, facts_path=facts, master=master)
+
     if standby is None:
-        return run_task(task, settings, inputs, lambda: spark_session(settings, task.task_id, facts_path=facts, master=master),
-                        throttle=throttle, checkpoint=_checkpoint(payload, task))
+        return run_task(task, settings, inputs, session, throttle=throttle, checkpoint=_checkpoint(payload, task))
     import contextlib
 
     began, started = time.time(), time.monotonic()
     write_phase(payload, "standby, session start")
-    with spark_session(settings, task.task_id, facts_path=facts, master=master) as spark:
+    with session() as spark:
         # a first job loads the scheduler's and the executor's classes before the task's own job; a
         # JVM-only RDD, not a DataFrame: no code generation and no Python worker, so little CPU
         spark.sparkContext._jsc.sc().range(0, 1, 1, 1).count()

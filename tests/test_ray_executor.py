@@ -29,6 +29,24 @@ from tests.helpers import (
 
 pytestmark = [pytest.mark.ray, pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
+_DRIVERS: list = []  # the drivers a test started (_start_driver)
+
+
+@pytest.fixture(autouse=True)
+def _no_driver_outlives_its_test():
+    """A test that fails before its driver ends (one held by a fault drill waits 600 s) stops it as
+    `ray job stop` would (SIGTERM: the run cancels, its chunks and JVMs end), then kills it."""
+    yield
+    while _DRIVERS:
+        driver = _DRIVERS.pop()
+        if driver.poll() is None:
+            driver.terminate()
+            try:
+                driver.wait(timeout=60)
+            except Exception:
+                driver.kill()
+                driver.wait(timeout=10)
+
 
 def test_killed_and_timed_out_attempts_are_retried_a_permanent_failure_holds_silver_until_resume(spark, tmp_path):
     """One real run through every way an attempt ends badly; the loop's rules are in test_loop.py."""
@@ -198,6 +216,7 @@ def _start_driver(args, faults, tmpdir: Path | None = None):
     env["RAY_BACKFILL_FAULTS"], env["RAY_BACKFILL_FAULT_DRILLS"] = json.dumps(faults), "1"
     driver = subprocess.Popen([*CLI, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
+    _DRIVERS.append(driver)
     output: list[str] = []
 
     def read() -> None:

@@ -1,9 +1,8 @@
 """The Ray executor: every task attempt runs in a fresh process, supervised by its slot's Ray actor.
 
 A run keeps one supervisor actor per slot (`slot-0`, `slot-1`, …, visible in the dashboard; its log
-says which attempt it runs). The actor holds no CPU — the
-chunk's Spark executors need them (docs/operations.md#raydp: supervisors with CPUs deadlock a small
-cluster). For each attempt it starts `python -m ray_backfill.worker` on its node, which builds one
+says which attempt it runs). The actor holds no CPU — the chunk's Spark executors need them
+(docs/operations.md#raydp: supervisors with CPUs deadlock a small cluster). For each attempt it starts `python -m ray_backfill.worker` on its node, which builds one
 fresh Spark session and ends with it; in RayDP mode that session's driver registers with the slot's
 RayDP app master (ray_backfill/slot_master.py), which the actor keeps for the run. The actor
 enforces the timeout, measures the process tree's peak RSS, kills the tree on timeout or cancel,
@@ -250,7 +249,8 @@ class SlotSupervisor:
                                       node_id=node_id)
             proc, payload = self._proc, self._payload
         how = f"its standby (up {time.monotonic() - self._spawned:.0f}s)" if standby else "a new process"
-        line = f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}, {self._slot}"
+        line = (f"[{task['task_id']}] attempt {task['attempt']} starting on node {node_id[:12]} in {how}, "
+                f"{self._slot}")
         print(line, flush=True)
         _note(self._log, line)
         started = time.monotonic()
@@ -318,11 +318,6 @@ class SlotSupervisor:
                     and not self._proc.stdin.closed:
                 _kill_tree(self._proc)  # a standby that never got its turn
                 self._end(failed=False)
-
-    @ray.method(enable_task_events=False)
-    def master_rss_mb(self) -> float:
-        """The slot's RayDP master's memory on this node (0 without one)."""
-        return self._master.rss_mb() if self._master is not None and self._master.url else 0.0
 
     def shutdown(self) -> None:
         """The run is over: any attempt's process is ended and the slot's master stopped."""
