@@ -927,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming: kept {', '.join(results['runs']) or 'nothing'} from {partial}; "
               f"{span['start']} to {span['end']}, {span['locations']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    # `kill` as Ctrl-C: the run in progress is stopped and the soak's temp folder removed on the way out
+    signal.signal(signal.SIGTERM, _interrupted)
     with tempfile.TemporaryDirectory(prefix="rbf-soak-") as tmp:
         for key in chosen:
             if key in results["runs"]:
@@ -937,6 +939,10 @@ def main(argv: list[str] | None = None) -> int:
     code = _finish(results, args.out)
     partial.unlink(missing_ok=True)
     return code
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _start_results(args: argparse.Namespace, argv: list[str] | None, start: dt.date, end: dt.date,

@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,27 @@ class LocalCluster:
         return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, cwd=ROOT)
 
+    def api(self, path: str, **params) -> object:
+        """The head's dashboard over HTTP, with the cluster's token: the state and job APIs the
+        `ray list` and `ray job` commands call, without a Python process per call beside the run."""
+        query = urllib.parse.urlencode(params, doseq=True)
+        request = urllib.request.Request(f"{self.dashboard}{path}{'?' + query if query else ''}",
+                                         headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def listed(self, resource: str, **filters: str) -> list[dict]:
+        """`ray list <resource>` as data: actors, tasks (filters: key=value)."""
+        body = self.api(f"/api/v0/{resource}", limit=1000, filter_keys=list(filters),
+                        filter_predicates=["="] * len(filters), filter_values=list(filters.values()))
+        return body["data"]["result"]["result"]
+
+    def job_status(self, job_id: str) -> str:
+        return next((j["status"] for j in self.api("/api/jobs/") if j.get("submission_id") == job_id), "UNKNOWN")
+
+    def job_logs(self, job_id: str) -> str:
+        return self.api(f"/api/jobs/{job_id}/logs")["logs"]
+
     def alive_nodes(self) -> list[dict]:
         """The cluster's alive nodes as seen by a fresh driver process: id, address, temp dir."""
         probe = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
@@ -141,7 +164,9 @@ class LocalCluster:
 def cluster(tmp_path_factory):
     """A head and a second node, 2 CPUs each, both on HOST."""
     marker = uuid.uuid4().hex
+    # the cluster's own token, in the environment only: nothing written to ~/.ray
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", MARKER_ENV: marker,
+           "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
            # SIGTERM stops a node at once instead of draining it for 30 s first
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     env.pop("RAY_ADDRESS", None)
@@ -190,26 +215,16 @@ def spread_run(cluster, tmp_path_factory) -> JobRun:
     status = "UNKNOWN"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
-        if listed.returncode == 0:
-            actors.update({a["name"]: a.get("class_name", "") for a in _listed(listed.stdout) if a.get("name")})
-        listed = cluster.ray("list", "tasks", "--address", cluster.dashboard, "--format", "json", "--limit", "1000",
-                             "--filter", "type=ACTOR_TASK")
-        if listed.returncode == 0:
-            tasks.update({t["name"]: t.get("func_or_class_name", "") for t in _listed(listed.stdout) if t.get("name")})
-        # `ray job status` words a finished job differently from a running one; the state API's JSON does not
-        jobs = cluster.ray("list", "jobs", "--address", cluster.dashboard, "--format", "json")
-        if jobs.returncode == 0:
-            status = next((j["status"] for j in json.loads(jobs.stdout or "[]") if j.get("submission_id") == job_id),
-                          status)
+        try:
+            actors.update({a["name"]: a.get("class_name", "") for a in cluster.listed("actors") if a.get("name")})
+            tasks.update({t["name"]: t.get("func_or_class_name", "")
+                          for t in cluster.listed("tasks", type="ACTOR_TASK") if t.get("name")})
+            status = cluster.job_status(job_id)
+        except OSError:  # the dashboard busy for a moment: ask again
+            pass
         time.sleep(2)
-    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
+    logs = cluster.job_logs(job_id)
     return JobRun(warehouse, status, logs, actors, tasks)
-
-
-def _listed(out: str) -> list[dict]:
-    """What `ray list ... --format json` printed: its JSON list, or none ("No resource in the cluster")."""
-    return json.loads(out) if out.lstrip().startswith("[") else []
 
 
 def test_the_submitted_job_succeeds_with_a_named_supervisor_per_slot(spread_run):
@@ -276,7 +291,8 @@ def test_a_cluster_on_two_hosts_refuses_a_local_catalog_before_any_chunk(cluster
         warehouse = tmp_path / "wh"
         done, _ = run_cli_marked("run", *RANGE, "--locations", "hanoi", "--warehouse", str(warehouse),
                                  "--address", cluster.address, "--catalog-name", "refused",
-                                 marker=cluster.marker, env={"RAY_AUTH_MODE": "token"})
+                                 marker=cluster.marker,
+                                 env={k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
     finally:
         cluster.stop_node("other-host")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
@@ -309,7 +325,7 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
     while "[bronze-2024-01] fault drill: holding before the write" not in held:
         assert time.monotonic() < deadline, logs[-3000:] + held[-3000:]
         time.sleep(2)
-        logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id).stdout
+        logs = cluster.job_logs(job_id)
         attempt_log = warehouse / "_ray_backfill" / "runs" / (re.findall(r"^run (\S+):", logs, re.M) or ["-"])[0] / \
             "logs" / "bronze-2024-01.attempt1.log"
         held = attempt_log.read_text() if attempt_log.is_file() else ""
@@ -325,10 +341,8 @@ def test_ray_job_stop_ends_the_run_cancelled_and_leaves_no_chunk_process(cluster
     while time.monotonic() < deadline:
         left = {p: cmd for p, cmd in marked_processes(cluster.marker).items()
                 if "ray_backfill.worker" in cmd or str(warehouse) in cmd or "SlotSupervisor" in cmd or "AppMasterEntryPoint" in cmd}
-        listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--format", "json", "--limit", "500")
-        alive = ([a.get("class_name") for a in _listed(listed.stdout) if a.get("state") == "ALIVE"]
-                 if listed.returncode == 0 else ["?"])
-        ours = {"SlotSupervisor", "SourceLimiterActor", "?"} & set(alive)
+        alive = [a.get("class_name") for a in cluster.listed("actors", state="ALIVE")]
+        ours = {"SlotSupervisor", "SourceLimiterActor"} & set(alive)
         left.update({0: f"alive actors {sorted(ours)}"} if ours else {})
         if not left:
             break
