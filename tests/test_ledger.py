@@ -326,3 +326,30 @@ def test_driver_state_tells_a_live_driver_from_a_lost_or_finished_one():
     assert driver_state(record)[0] == "running"
     record.outcome = "failed"
     assert driver_state(record) == ("finished", "failed")
+
+
+# --- the on-disk format: a run written by an earlier release still reads --------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1_RUN = "20240105T120000Z-a1b2c3"
+
+
+def test_a_run_written_by_the_format_version_1_release_still_reads(tmp_path):
+    """tests/fixtures/ledger_v1 was written by the release before the ledger's split (format version
+    1): a snapshot and four events after it (three task changes, a heartbeat)."""
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "ledger_v1", tmp_path / "runs")
+    assert json.loads((tmp_path / "runs" / V1_RUN / "ledger.json").read_text())["version"] == 1
+    ledger = RunLedger(tmp_path / "runs")
+    assert ledger.run_ids() == [V1_RUN]
+    record = ledger.load(V1_RUN)
+    assert record.to_json() == json.loads((FIXTURES / "ledger_v1_read.json").read_text())
+    assert [t.status.value for t in record.tasks] == ["succeeded", "succeeded", "running", "pending", "pending"]
+    assert record.seq == 4 and record.heartbeat_at == "2024-01-05T12:00:40+00:00"
+    assert record.task("bronze-2024-01").history == [
+        {"attempt": 1, "status": "failed", "started_at": 1704456000.0, "ended_at": 1704456010.5, "node_id": "n1",
+         "peak_rss_mb": 512.0, "error": "SourceUnavailable: 503"}]
+    ledger.save(record)  # written back by this release, it reads the same
+    assert ledger.load(V1_RUN).to_json() == record.to_json()
