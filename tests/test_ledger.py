@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.errors import IllegalTransition
 from ray_backfill.ledger import (
     ChunkStatus,
-    IllegalTransition,
     RunLedger,
     RunRecord,
     TaskRecord,
@@ -271,9 +271,9 @@ def _bytes_per_event(tmp_path: Path, chunks: int) -> tuple[float, int]:
 
 
 def _dump_size(record: RunRecord) -> bytes:
-    from ray_backfill.ledger import _dump
+    from ray_backfill.ledger.codec import dump
 
-    return _dump(record.to_json())
+    return dump(record.to_json())
 
 
 def test_an_event_costs_the_same_in_a_2000_chunk_run_as_in_a_20_chunk_run(tmp_path):
