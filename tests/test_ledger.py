@@ -353,3 +353,21 @@ def test_a_run_written_by_the_format_version_1_release_still_reads(tmp_path):
          "peak_rss_mb": 512.0, "error": "SourceUnavailable: 503"}]
     ledger.save(record)  # written back by this release, it reads the same
     assert ledger.load(V1_RUN).to_json() == record.to_json()
+
+
+def test_a_file_uri_ledger_dir_takes_events_and_reads_them_back(tmp_path):
+    """pyarrow's local file system makes no folders for a file it opens: the log's own folder is made
+    first (its first event used to fail with 'No such file or directory')."""
+    from pyarrow.fs import LocalFileSystem
+
+    ledger = RunLedger((tmp_path / "ledgers").as_uri(), LocalFileSystem())
+    record = _gold_record(tasks=2)
+    ledger.save(record)
+    record.tasks[0].move(ChunkStatus.RUNNING, attempts=1)
+    ledger.event(record, record.tasks[0])
+    ledger.event(record, heartbeat_at="2024-01-01T00:00:00+00:00")
+    events = tmp_path / "ledgers" / record.run_id / "events"
+    assert sorted(p.name for p in events.iterdir()) == ["000000000001.json", "000000000002.json"]
+    assert ledger.load(record.run_id).to_json() == record.to_json()
+    ledger.save(record)
+    assert list(events.iterdir()) == []

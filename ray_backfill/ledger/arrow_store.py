@@ -113,8 +113,12 @@ class ArrowStore:
 
     def append(self, run_id: str, log: str, seq: int, line: bytes) -> None:
         uri = self.where(run_id, f"{log}/{seq:012d}.json")
-        with self._reporting(uri), self.filesystem.open_output_stream(self._path(uri)) as out:
-            out.write(line)
+        path = self._path(uri)
+        with self._reporting(uri):
+            if self.filesystem.type_name == "local":  # an object store has no folders to make
+                self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with self.filesystem.open_output_stream(path) as out:
+                out.write(line)
 
     def _log_infos(self, run_id: str, log: str) -> list[FileInfo]:
         from pyarrow.fs import FileSelector, FileType
