@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.errors import IllegalTransition
 from ray_backfill.ledger import (
     ChunkStatus,
-    IllegalTransition,
     RunLedger,
     RunRecord,
     TaskRecord,
@@ -271,9 +271,9 @@ def _bytes_per_event(tmp_path: Path, chunks: int) -> tuple[float, int]:
 
 
 def _dump_size(record: RunRecord) -> bytes:
-    from ray_backfill.ledger import _dump
+    from ray_backfill.ledger.codec import dump
 
-    return _dump(record.to_json())
+    return dump(record.to_json())
 
 
 def test_an_event_costs_the_same_in_a_2000_chunk_run_as_in_a_20_chunk_run(tmp_path):
@@ -326,3 +326,48 @@ def test_driver_state_tells_a_live_driver_from_a_lost_or_finished_one():
     assert driver_state(record)[0] == "running"
     record.outcome = "failed"
     assert driver_state(record) == ("finished", "failed")
+
+
+# --- the on-disk format: a run written by an earlier release still reads --------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1_RUN = "20240105T120000Z-a1b2c3"
+
+
+def test_a_run_written_by_the_format_version_1_release_still_reads(tmp_path):
+    """tests/fixtures/ledger_v1 was written by the release before the ledger's split (format version
+    1): a snapshot and four events after it (three task changes, a heartbeat)."""
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "ledger_v1", tmp_path / "runs")
+    assert json.loads((tmp_path / "runs" / V1_RUN / "ledger.json").read_text())["version"] == 1
+    ledger = RunLedger(tmp_path / "runs")
+    assert ledger.run_ids() == [V1_RUN]
+    record = ledger.load(V1_RUN)
+    assert record.to_json() == json.loads((FIXTURES / "ledger_v1_read.json").read_text())
+    assert [t.status.value for t in record.tasks] == ["succeeded", "succeeded", "running", "pending", "pending"]
+    assert record.seq == 4 and record.heartbeat_at == "2024-01-05T12:00:40+00:00"
+    assert record.task("bronze-2024-01").history == [
+        {"attempt": 1, "status": "failed", "started_at": 1704456000.0, "ended_at": 1704456010.5, "node_id": "n1",
+         "peak_rss_mb": 512.0, "error": "SourceUnavailable: 503"}]
+    ledger.save(record)  # written back by this release, it reads the same
+    assert ledger.load(V1_RUN).to_json() == record.to_json()
+
+
+def test_a_file_uri_ledger_dir_takes_events_and_reads_them_back(tmp_path):
+    """pyarrow's local file system makes no folders for a file it opens: the log's own folder is made
+    first (its first event used to fail with 'No such file or directory')."""
+    from pyarrow.fs import LocalFileSystem
+
+    ledger = RunLedger((tmp_path / "ledgers").as_uri(), LocalFileSystem())
+    record = _gold_record(tasks=2)
+    ledger.save(record)
+    record.tasks[0].move(ChunkStatus.RUNNING, attempts=1)
+    ledger.event(record, record.tasks[0])
+    ledger.event(record, heartbeat_at="2024-01-01T00:00:00+00:00")
+    events = tmp_path / "ledgers" / record.run_id / "events"
+    assert sorted(p.name for p in events.iterdir()) == ["000000000001.json", "000000000002.json"]
+    assert ledger.load(record.run_id).to_json() == record.to_json()
+    ledger.save(record)
+    assert list(events.iterdir()) == []
