@@ -39,6 +39,10 @@ EXECUTOR_PREFIX = "raydp-executor-"  # RayExecutorUtils.createExecutorActor
 # Restart the master when its two JVMs (gateway and actor) hold more than this: measured at ~420 MiB
 # together after start and flat over a run (docs/operations.md#master-per-slot).
 MASTER_RSS_LIMIT_MB = 900.0
+# ... and after this many applications. The master's actor owns every executor actor it created, and
+# Ray keeps a dead actor's owner-side reference, and a call from the GCS waiting for it to go, until
+# the owner ends (one per executor: 173 waiting calls after 173 soak chunks); a fresh master frees them.
+MASTER_MAX_APPLICATIONS = 50
 GATEWAY_START_TIMEOUT_S = 120.0
 EXECUTOR_GONE_TIMEOUT_S = 30.0
 
@@ -84,12 +88,15 @@ class SlotMaster:
     """One RayDP app master in the Ray namespace `namespace` (one per slot: the actor's name is fixed)."""
 
     def __init__(self, namespace: str, configs: dict[str, str], log_path: Path | None = None,
-                 rss_limit_mb: float = MASTER_RSS_LIMIT_MB) -> None:
+                 rss_limit_mb: float = MASTER_RSS_LIMIT_MB,
+                 max_applications: int = MASTER_MAX_APPLICATIONS) -> None:
         self.namespace = namespace
         self.configs = dict(configs)
         self.log_path = log_path
         self.rss_limit_mb = rss_limit_mb
+        self.max_applications = max_applications
         self.starts = 0  # how many times a master was started (a restart counts)
+        self.served = 0  # applications the running master was handed out for (ensure)
         self.url: str | None = None
         self._master = None  # raydp's RayDPSparkMaster, run in this process
         self._actor_pid: int | None = None
@@ -97,13 +104,16 @@ class SlotMaster:
 
     # --- life cycle -------------------------------------------------------------------------
     def ensure(self) -> tuple[str, str]:
-        """The master's URL, starting it when there is none, it died, or it outgrew its bound;
-        and why it was (re)started ("" when it was kept)."""
+        """The master's URL for one more application, starting it when there is none, it died, it
+        outgrew its memory bound or served its number of applications; and why it was (re)started
+        ("" when it was kept)."""
         why = ""
         if self._master is None:
             why = "start"
         elif not self.alive():
             why = "its master had died"
+        elif self.served >= self.max_applications:
+            why = f"its master served {self.served} applications"
         else:
             rss = self.rss_mb()
             if rss > self.rss_limit_mb:
@@ -111,6 +121,8 @@ class SlotMaster:
         if why:
             self.stop()
             self._start()
+            self.served = 0
+        self.served += 1
         return self.url, why
 
     def _start(self) -> None:

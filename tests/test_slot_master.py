@@ -9,8 +9,8 @@ from ray_backfill.slot_master import SlotMaster, master_configs
 class CountingMaster(SlotMaster):
     """The keep-or-restart rules, with the JVMs left out: a 'start' is a counter."""
 
-    def __init__(self, limit_mb: float = 100.0) -> None:
-        super().__init__("rbf-test-slot-0", {}, None, rss_limit_mb=limit_mb)
+    def __init__(self, limit_mb: float = 100.0, max_applications: int = 1000) -> None:
+        super().__init__("rbf-test-slot-0", {}, None, rss_limit_mb=limit_mb, max_applications=max_applications)
         self.live, self.rss, self.stops = True, 50.0, 0
 
     def _start(self) -> None:
@@ -49,6 +49,18 @@ def test_a_master_over_its_bound_or_dead_is_replaced_by_a_fresh_one():
     third, why = master.ensure()
     assert why == "its master had died" and third not in (first, second)
     assert master.starts == 3 and master.stops == 2
+
+
+def test_a_master_that_served_its_number_of_applications_is_replaced_and_the_count_starts_again():
+    master = CountingMaster(max_applications=3)
+    urls = [master.ensure() for _ in range(7)]
+    assert [why for _, why in urls] == ["start", "", "", "its master served 3 applications", "", "",
+                                        "its master served 3 applications"]
+    assert len({url for url, _ in urls}) == 3 and master.starts == 3 and master.stops == 2
+    # a restart for another reason starts the count again too
+    master.live = False
+    assert master.ensure()[1] == "its master had died"
+    assert [master.ensure()[1] for _ in range(2)] == ["", ""] and master.ensure()[1].startswith("its master served")
 
 
 def test_a_driver_never_gets_the_port_of_the_slots_last_driver():
