@@ -27,7 +27,7 @@ from jobs.config import (
     SparkConfig,
 )
 from jobs.errors import ConfigError
-from jobs.sources.limits import PROFILES
+from jobs.limits import PROFILES
 
 ENV_PREFIX = "RAY_BACKFILL_"
 

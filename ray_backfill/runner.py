@@ -31,7 +31,7 @@ from jobs.dates import Chunk, DateRange
 from jobs.errors import ConfigError
 from jobs.inspect import TableSummary, format_summaries
 from jobs.maintain import MaintainOptions, MaintainReport
-from jobs.sources.limits import estimate_seconds
+from jobs.limits import estimate_seconds
 from jobs.sources.openmeteo import check_dates, request_weight
 from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
 from ray_backfill import estimate

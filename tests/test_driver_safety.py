@@ -421,7 +421,7 @@ def test_the_plan_refuses_them_in_one_line_for_the_open_meteo_source_only(tmp_pa
 
 def test_an_api_key_goes_to_the_commercial_host_with_its_profile():
     from jobs.config import SourceConfig
-    from jobs.sources.limits import PROFILES
+    from jobs.limits import PROFILES
 
     free = SourceConfig(kind="open-meteo")
     assert free.api_url == "https://air-quality-api.open-meteo.com"

@@ -7,6 +7,8 @@ Every import statement counts, also one inside a function; only imports under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,16 @@ def test_no_module_imports_itself_through_others():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Reading settings is cheap: these modules (and what they import) load none of the heavy libraries.
+LIGHT_MODULES = ("jobs.config", "jobs.limits", "ray_backfill.options")
+HEAVY = ("numpy", "pandas", "pyspark", "ray", "raydp", "pyarrow")
+
+
+@pytest.mark.parametrize("name", LIGHT_MODULES)
+def test_reading_settings_imports_nothing_heavy(name):
+    code = (f"import {name}, sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"import {name} loads {done.stdout.strip()}"

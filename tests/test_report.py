@@ -20,7 +20,7 @@ import pytest
 
 from jobs.config import CatalogConfig, PipelineConfig, Settings, SourceConfig
 from jobs.dates import DateRange
-from jobs.sources.limits import RateLimiter, SourceLimits
+from jobs.limits import RateLimiter, SourceLimits
 from jobs.sources.openmeteo import ClientStats
 from jobs.tasks import Task
 from ray_backfill.executors.base import TaskResult
