@@ -9,7 +9,6 @@ only when every task before it has.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import dataclasses
@@ -19,8 +18,6 @@ import os
 import random
 import shlex
 import signal
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,18 +34,17 @@ from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
 from ray_backfill import estimate
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
-    HEARTBEAT_S,
     ChunkStatus,
+    Heartbeat,
     RunLedger,
     RunRecord,
     TaskRecord,
     attempt_entry,
-    driver_state,
-    live_runs,
+    check_no_live_driver,
     new_run_id,
     open_ledger,
     run_log_dir,
-    utcnow,
+    take_lease,
 )
 from ray_backfill.maintain import RunExpiry, run_options
 from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
@@ -350,68 +346,6 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     return record
 
 
-def _overlaps(a: dict, b: dict) -> bool:
-    return a["start_date"] <= b["end_date"] and b["start_date"] <= a["end_date"]
-
-
-def check_no_live_driver(ledger: RunLedger, record: RunRecord, *, earlier_only: bool = False) -> None:
-    """Refuse a second driver on a run whose driver is alive, and a run whose dates overlap a live
-    run's on the same warehouse (their chunks would replace each other's rows).
-
-    A run is live while its heartbeat is fresh (ledger.driver_state): the lease expires on its own
-    when its driver dies. Unreadable ledgers of other runs are skipped here (`status` names them).
-    Two drivers starting at the same moment both pass this check; each looks again once its own
-    lease is written (`earlier_only`), and only the run created first keeps going.
-    """
-    state, line = driver_state(record) if record.driver and not earlier_only else ("new", "")
-    if state == "running":
-        raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
-    warehouse = record.request["settings"]["catalog"]["warehouse"]
-    for other in live_runs(ledger, warehouse, exclude=record.run_id):
-        if earlier_only and (other.created_at, other.run_id) > (record.created_at, record.run_id):
-            continue  # that one gives way to this one
-        if _overlaps(other.request, record.request):
-            raise ConfigError(f"run {other.run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
-                              f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
-                              f"{record.request['start_date']} .. {record.request['end_date']}; wait for it to "
-                              "end, or give a range that does not overlap")
-
-
-CANCEL_POLL_S = 2.0  # how often the driver looks for a `ray-backfill cancel` request
-
-
-class _Heartbeat:
-    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open;
-    also stops the run (as Ctrl-C does) when `ray-backfill cancel` asked for it."""
-
-    def __init__(self, ledger: RunLedger, record: RunRecord, every_s: float | None = None):
-        self.ledger, self.record, self.every_s = ledger, record, every_s or HEARTBEAT_S
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        poll = min(CANCEL_POLL_S, self.every_s)
-        last, asked = time.monotonic(), False
-        while not self._stop.wait(poll):
-            try:
-                if not asked and self.ledger.cancel_requested(self.record.run_id):
-                    asked = True  # `ray-backfill cancel`: the same path as Ctrl-C in the main thread
-                    _thread.interrupt_main()
-                if time.monotonic() - last >= self.every_s:
-                    last = time.monotonic()
-                    self.ledger.event(self.record, heartbeat_at=utcnow())
-            except Exception:  # a missed beat is not the run's failure; the next one may land
-                continue
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
                 progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
     """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step.
@@ -420,15 +354,8 @@ def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor,
     raised: `record.error` says what), or cancelled (Ctrl-C, SIGTERM); attempts in flight are
     stopped first. Only a killed driver leaves none, and its heartbeat then goes stale.
     """
-    for task in record.tasks:  # a resume re-runs whatever did not succeed
-        if task.status != ChunkStatus.SUCCEEDED:
-            task.status = ChunkStatus.PENDING
-    record.outcome, record.finished_at, record.error = None, None, None
-    record.driver = {"host": socket.gethostname(), "pid": os.getpid()}
-    record.heartbeat_at = utcnow()
-    ledger.clear_cancel(record.run_id)  # a cancel asked of an earlier driver of this run is done
-    ledger.save(record)
-    heartbeat = _Heartbeat(ledger, record).__enter__()
+    take_lease(ledger, record)  # a resume re-runs whatever did not succeed
+    heartbeat = Heartbeat(ledger, record).__enter__()
     echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
          f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
     progress.start(record, executor.slots)

@@ -88,11 +88,12 @@ DRIVER = textwrap.dedent("""
     import datetime as dt, sys, time
     from jobs.config import CatalogConfig, PipelineConfig, Settings
     from jobs.dates import DateRange
-    from ray_backfill import ledger as ledger_module, runner
+    from ray_backfill import ledger as ledger_module
+    from ray_backfill.ledger import lease
     from ray_backfill.runner import BackfillRequest, run_backfill
     from tests.inmemory import InMemoryExecutor
 
-    ledger_module.HEARTBEAT_S = runner.HEARTBEAT_S = 0.2
+    ledger_module.HEARTBEAT_S = lease.HEARTBEAT_S = 0.2
     settings = Settings(catalog=CatalogConfig(warehouse=sys.argv[1]), pipeline=PipelineConfig(locations=("hanoi",)))
     request = BackfillRequest(settings=settings, date_range=DateRange(dt.date(2024, 1, 1), dt.date(2024, 2, 29)),
                               run_id=sys.argv[2])
@@ -208,14 +209,14 @@ def test_of_two_overlapping_runs_started_at_once_only_the_earlier_goes_on(other_
 
 
 def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
-    from ray_backfill.runner import _Heartbeat
+    from ray_backfill.ledger import Heartbeat
 
     ledger = RunLedger(tmp_path)
     record = new_record(_request(tmp_path / "wh"))
     record.heartbeat_at = "2000-01-01T00:00:00+00:00"
     ledger.save(record)
     events = tmp_path / record.run_id / "events.jsonl"
-    with _Heartbeat(ledger, record, every_s=0.05):
+    with Heartbeat(ledger, record, every_s=0.05):
         deadline = time.monotonic() + 30
         while not (events.exists() and len(events.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
             time.sleep(0.05)
