@@ -9,29 +9,20 @@ only when every task before it has.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import datetime as dt
-import math
-import os
 import random
-import shlex
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
+from jobs.config import CatalogConfig
 from jobs.context import StageInputs, load_inputs
-from jobs.dates import Chunk, DateRange
-from jobs.errors import ConfigError
+from jobs.dates import Chunk
 from jobs.inspect import TableSummary, format_summaries
 from jobs.maintain import MaintainOptions, MaintainReport
-from jobs.limits import estimate_seconds
-from jobs.sources.openmeteo import check_dates, request_weight
-from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
-from ray_backfill import estimate
+from jobs.tasks import TASK_STAGES, Task
 from ray_backfill.executors.base import Executor, TaskResult, error_line
 from ray_backfill.ledger import (
     ChunkStatus,
@@ -41,250 +32,20 @@ from ray_backfill.ledger import (
     TaskRecord,
     attempt_entry,
     check_no_live_driver,
-    new_run_id,
     open_ledger,
     run_log_dir,
     take_lease,
 )
 from ray_backfill.maintain import RunExpiry, run_options
-from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
-from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
+from ray_backfill.plan import new_record
 from ray_backfill.progress import Flight, Progress, summary_table
 from ray_backfill.report import render_html
+from ray_backfill.request import BackfillRequest, resume_command
 from ray_backfill.sessions import check_writers, ensure_warehouse
-
-EXECUTORS = ("ray", "sequential")
-
-
-@dataclass(frozen=True)
-class BackfillRequest:
-    """A validated backfill: what to run, how, and with which settings."""
-
-    settings: Settings
-    date_range: DateRange
-    granularity: Granularity = "monthly"
-    executor: str = "ray"
-    skip: frozenset[str] = frozenset()
-    parallelism: int | None = None  # None: derived from the cluster
-    # attempts started ahead of their turn beyond the free slots (ray executor); None: derived from the cluster
-    standby: int | None = None
-    retries: int = 2  # extra attempts per task
-    chunk_timeout_s: float | None = None
-    address: str | None = None
-    maintain: bool = False  # a final task compacts, expires snapshots and removes orphans
-    run_id: str = field(default_factory=new_run_id)
-
-    def __post_init__(self) -> None:
-        if self.parallelism is not None and self.parallelism < 1:
-            raise ConfigError(f"--parallelism {self.parallelism} must be >= 1")
-        if self.standby is not None and self.standby < 0:
-            raise ConfigError(f"--standby {self.standby} must be >= 0")
-        if self.retries < 0:
-            raise ConfigError(f"--retries {self.retries} must be >= 0")
-        if self.chunk_timeout_s is not None and not (math.isfinite(self.chunk_timeout_s) and self.chunk_timeout_s > 0):
-            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be a finite number of seconds > 0")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"--executor {self.executor!r} is unknown; use {' or '.join(EXECUTORS)}")
-
-    @property
-    def chunks(self) -> list[Chunk]:
-        return plan_chunks(self.date_range, self.granularity)
-
-    def to_json(self) -> dict:
-        return {
-            "settings": settings_to_dict(self.settings), "start_date": self.date_range.start_date.isoformat(),
-            "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
-            "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
-            "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s,
-            "address": self.address, "maintain": self.maintain,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, run_id: str) -> "BackfillRequest":
-        return cls(
-            settings=settings_from_dict(data["settings"]),
-            date_range=DateRange(dt.date.fromisoformat(data["start_date"]), dt.date.fromisoformat(data["end_date"])),
-            granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
-            parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"],
-            chunk_timeout_s=data["chunk_timeout_s"],
-            address=data["address"], maintain=data.get("maintain", False), run_id=run_id,
-        )
-
-
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise ValueError("not one of true, false, 1, 0, yes, no")
-
-
-def _choice(*choices: str):
-    def parse(value) -> str:
-        if value not in choices:
-            raise ValueError(f"not one of {', '.join(choices)}")
-        return value
-    return parse
-
-
-def _flag(args, file_values, name, default, parse=lambda v: v, env=None):
-    """A run setting: its flag, else RAY_BACKFILL_<NAME>, else the config file, else `default`."""
-    env = os.environ if env is None else env
-    value, origin = getattr(args, name, None), "--" + name.replace("_", "-")
-    if value is None and env.get(ENV_PREFIX + name.upper()) not in (None, ""):
-        value, origin = env[ENV_PREFIX + name.upper()], ENV_PREFIX + name.upper()
-    if value is None and name in file_values:
-        value, origin = file_values[name], f"{name} in {getattr(args, 'config', None)}"
-    if value is None:
-        return default
-    try:
-        return parse(value)
-    except (TypeError, ValueError) as exc:
-        why = str(exc) if str(exc).startswith("not one of") else "not a valid value"
-        raise ConfigError(f"{origin} {value!r} is {why}") from None
-
-
-# the run settings `resume` may change: how it runs, not what it writes
-RESUME_OVERRIDES = ("parallelism", "standby", "retries", "chunk_timeout", "address")
-
-
-def build_request(args: argparse.Namespace) -> BackfillRequest:
-    """Validate flags, env and config file into a request; raises InputError before anything runs."""
-    settings, file_values = resolve(args)
-    date_range = DateRange.parse(args.start_date, args.end_date)
-    if settings.source.kind == "open-meteo":
-        check_dates(settings.source.domains, date_range.start_date, date_range.end_date)
-    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False, _bool))
-    return BackfillRequest(
-        settings=settings, date_range=date_range,
-        granularity=_flag(args, file_values, "chunk", "monthly", _choice(*GRANULARITIES)),
-        executor=_flag(args, file_values, "executor", "ray", _choice(*EXECUTORS)), skip=skip,
-        maintain=_flag(args, file_values, "maintain", False, _bool),
-        **_how(args, file_values, {}),
-    )
-
-
-def _how(args, file_values, current: dict) -> dict:
-    """The request's how-to-run fields from flags, env and file, over `current` (a resume's)."""
-    fields = {"parallelism": ("parallelism", int), "standby": ("standby", int), "retries": ("retries", int),
-              "chunk_timeout_s": ("chunk_timeout", float), "address": ("address", str)}
-    defaults = {"parallelism": None, "standby": None, "retries": 2, "chunk_timeout_s": None, "address": None}
-    return {key: _flag(args, file_values, name, current.get(key, defaults[key]), parse)
-            for key, (name, parse) in fields.items()}
-
-
-def resume_request(record: RunRecord, args: argparse.Namespace) -> BackfillRequest:
-    """The run's recorded request, with the how-to-run settings given now (flags, env, file) over it."""
-    request = BackfillRequest.from_json(record.request, record.run_id)
-    _, file_values = resolve(args)
-    unknown = sorted(k for k in EXTRA_FILE_KEYS if k in file_values and k not in RESUME_OVERRIDES)
-    if unknown:
-        raise ConfigError(f"resume keeps what run {record.run_id} writes: {unknown[0]!r} in --config cannot change "
-                          f"on resume (only {', '.join(RESUME_OVERRIDES)}); start a new run instead")
-    current = {key: getattr(request, key) for key in ("parallelism", "standby", "retries", "chunk_timeout_s",
-                                                        "address")}
-    return dataclasses.replace(request, **_how(args, file_values, current))
-
-
-def ledger_for_args(args: argparse.Namespace) -> RunLedger:
-    """The ledger `status` and `resume` read, found from flags, env and --config as `run` finds it."""
-    settings, _ = resolve(args)
-    return open_ledger(settings.catalog)
 
 
 def _warehouse_text(catalog: CatalogConfig) -> str:
     return str(catalog.warehouse_path if catalog.warehouse_is_local else catalog.warehouse)
-
-
-def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
-    """The plan: chunks, locations, the source calls it will make and their time at the source's limits,
-    the run's estimated wall time and disk (ray_backfill/estimate.py), and a warning when the sequential
-    baseline is estimated faster."""
-    chunks = request.chunks
-    source = request.settings.source
-    nvars = len(inputs.variables)
-    nloc = len(inputs.locations)
-    batches = [min(source.batch_size, nloc - i) for i in range(0, nloc, source.batch_size)]
-    weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
-    stages = [s for s in DATA_STAGES if s not in request.skip] + (["maintain"] if request.maintain else [])
-    limits = source.limits
-    mode = estimate.mode_of(request.executor, request.settings.spark.mode)
-    cores = os.cpu_count() or 1
-    cluster = request.address or os.environ.get("RAY_ADDRESS")
-    parallelism = estimate.default_parallelism(mode, cores, request.settings.spark.executor_cores,
-                                               None if cluster else request.parallelism)
-    cores_text = "this machine's"
-    if cluster and request.executor == "ray":  # a cluster's CPUs are not asked for before the run
-        parallelism = request.parallelism or parallelism
-        cores = max(cores, parallelism * request.settings.spark.executor_cores)
-        cores_text = f"assumed for {cluster}: --parallelism x executor cores, at least this machine's"
-    floors: dict[int, float] = {}
-
-    def floor(of_mode: str) -> float:
-        """The limiter model's shortest ingestion, at the requests in flight the mode keeps."""
-        if source.kind != "open-meteo":
-            return 0.0
-        concurrency = estimate.source_concurrency(of_mode, parallelism, source.request_concurrency)
-        if concurrency not in floors:
-            floors[concurrency] = estimate_seconds(weights, limits, concurrency=concurrency)
-        return floors[concurrency]
-
-    lines = [
-        f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
-        f"chunks x {nloc} locations, {nvars} variables, source {source.kind}, stages {'+'.join(stages)}",
-        f"source calls: {len(weights)} requests, {sum(weights):,.1f} weighted calls",
-    ]
-    if source.kind == "open-meteo":
-        in_flight = estimate.source_concurrency(mode, parallelism, source.request_concurrency)
-        lines.append(f"source profile {source.profile} ({limits.describe()}): ingestion takes at least "
-                     f"{floor(mode):,.0f}s at those limits ({limits.latency_s:g}s per request, "
-                     f"{min(in_flight, limits.max_in_flight or in_flight)} in flight)")
-    try:
-        costs = estimate.load_costs()
-    except (OSError, ValueError) as exc:
-        lines.append(f"estimate: not available ({exc})")
-    else:
-        work = estimate.Work(chunk_rows=[nloc * c.days * 24 for c in chunks],
-                             chunk_requests=[len(batches)] * len(chunks) if source.kind == "open-meteo" else [],
-                             latency_s=limits.latency_s if source.kind == "open-meteo" else 0.0,
-                             request_concurrency=source.request_concurrency,
-                             stages=frozenset(s for s in DATA_STAGES if s not in request.skip),
-                             daily=request.granularity == "daily")
-        chosen = estimate.estimate(costs, mode, work, parallelism=parallelism, cores=cores, source_s=floor(mode))
-        baseline = estimate.estimate(costs, estimate.BASELINE, work, parallelism=1, cores=cores,
-                                     source_s=floor(estimate.BASELINE))
-        lines += estimate.estimate_lines(costs, chosen, baseline, work, cores_text)
-    for c in chunks:
-        lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
-                     f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
-    return "\n".join(lines)
-
-
-def new_record(request: BackfillRequest) -> RunRecord:
-    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold, maintain if asked."""
-    whole = request.date_range.as_chunk
-    tasks = [TaskRecord("prepare", "prepare", whole.start.isoformat(), whole.end.isoformat())]
-    if "bronze" not in request.skip:
-        tasks += [TaskRecord(f"bronze-{c.chunk_id}", "bronze", c.start.isoformat(), c.end.isoformat())
-                  for c in request.chunks]
-    for stage in ("silver", "gold"):
-        if stage not in request.skip:
-            tasks.append(TaskRecord(stage, stage, whole.start.isoformat(), whole.end.isoformat()))
-    if request.maintain:
-        tasks.append(TaskRecord("maintain", "maintain", whole.start.isoformat(), whole.end.isoformat()))
-    return RunRecord(request.run_id, request.to_json(), tasks)
-
-
-def resume_command(request: BackfillRequest) -> str:
-    """The command that resumes the run from any directory: it always names the warehouse."""
-    parts = ["ray-backfill", "resume", request.run_id, "--warehouse", str(request.settings.catalog.warehouse)]
-    if request.settings.catalog.ledger_dir:
-        parts += ["--ledger-dir", request.settings.catalog.ledger_dir]
-    return shlex.join(parts)
 
 
 def make_executor(request: BackfillRequest, inputs: StageInputs, echo: Callable[[str], None]) -> Executor:

@@ -25,7 +25,9 @@ from jobs.dates import DateRange
 from jobs.errors import ConfigError
 from ray_backfill.ledger import ChunkStatus, RunLedger, utcnow
 from ray_backfill.progress import Progress
-from ray_backfill.runner import BackfillRequest, RetryPolicy, new_record, run_backfill
+from ray_backfill.plan import new_record
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import RetryPolicy, run_backfill
 from tests.inmemory import InMemoryExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +92,8 @@ DRIVER = textwrap.dedent("""
     from jobs.dates import DateRange
     from ray_backfill import ledger as ledger_module
     from ray_backfill.ledger import lease
-    from ray_backfill.runner import BackfillRequest, run_backfill
+    from ray_backfill.request import BackfillRequest
+    from ray_backfill.runner import run_backfill
     from tests.inmemory import InMemoryExecutor
 
     ledger_module.HEARTBEAT_S = lease.HEARTBEAT_S = 0.2
@@ -232,7 +235,7 @@ def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
 
 def _build(argv, cwd: Path, monkeypatch):
     from ray_backfill.cli import _parser
-    from ray_backfill.runner import build_request
+    from ray_backfill.request import build_request
 
     monkeypatch.chdir(cwd)
     return build_request(_parser().parse_args(["run", "--start-date", "2024-01-01", "--end-date", "2024-01-31",
@@ -241,7 +244,7 @@ def _build(argv, cwd: Path, monkeypatch):
 
 def test_relative_paths_are_stored_absolute_and_resume_from_elsewhere_uses_the_same_warehouse(tmp_path, monkeypatch):
     from ray_backfill.cli import _parser
-    from ray_backfill.runner import ledger_for_args, resume_command
+    from ray_backfill.request import ledger_for_args, resume_command
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -356,7 +359,8 @@ def test_a_missing_table_is_permanent(spark):
 ])
 def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, clean, tmp_path, capsys):
     from jobs.config import settings_to_dict, split_uri_secret
-    from ray_backfill.runner import _closing_lines, format_plan
+    from ray_backfill.plan_text import format_plan
+    from ray_backfill.runner import _closing_lines
 
     kind = "rest" if uri.startswith("https") else "postgres"
     catalog = CatalogConfig(kind=kind, uri=uri, warehouse=str(tmp_path / "wh"))

@@ -14,7 +14,8 @@ from jobs.config import CatalogConfig, PipelineConfig, Settings
 from jobs.dates import DateRange
 from ray_backfill.ledger import ChunkStatus, RunRecord, TaskRecord
 from ray_backfill.progress import Flight, Progress, eta_seconds
-from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import RetryPolicy, run_backfill
 from tests.inmemory import InMemoryExecutor, scripted
 
 
