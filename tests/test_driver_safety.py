@@ -25,9 +25,10 @@ from jobs.dates import DateRange
 from jobs.errors import ConfigError
 from ray_backfill.ledger import ChunkStatus, RunLedger, utcnow
 from ray_backfill.progress import Progress
+from ray_backfill.loop import RetryPolicy
 from ray_backfill.plan import new_record
 from ray_backfill.request import BackfillRequest
-from ray_backfill.runner import RetryPolicy, run_backfill
+from ray_backfill.runner import run_backfill
 from tests.inmemory import InMemoryExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,7 +361,7 @@ def test_a_missing_table_is_permanent(spark):
 def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, clean, tmp_path, capsys):
     from jobs.config import settings_to_dict, split_uri_secret
     from ray_backfill.plan_text import format_plan
-    from ray_backfill.runner import _closing_lines
+    from ray_backfill.run_text import closing_lines
 
     kind = "rest" if uri.startswith("https") else "postgres"
     catalog = CatalogConfig(kind=kind, uri=uri, warehouse=str(tmp_path / "wh"))
@@ -371,7 +372,7 @@ def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, 
     record = new_record(request)
     record.outcome = "succeeded"
     shown: list[str] = []
-    _closing_lines(request, record, "report.json", shown.append)
+    closing_lines(request, record, "report.json", shown.append)
     from jobs.context import load_inputs
 
     text = json.dumps(settings_to_dict(request.settings)) + json.dumps(request.to_json()) + "\n".join(shown) + \
