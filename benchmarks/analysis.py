@@ -10,7 +10,7 @@ import heapq
 import statistics
 from dataclasses import dataclass
 
-from jobs.sources.limits import RateLimiter, SourceLimits, estimate_seconds
+from jobs.limits import RateLimiter, SourceLimits, estimate_seconds
 
 
 def bronze_tasks(run: dict) -> list[dict]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import analysis, plots
-from jobs.sources.limits import SourceLimits
+from jobs.limits import SourceLimits
 
 NODES = (1, 2, 4, 8, 16)
 

@@ -36,9 +36,9 @@ from benchmarks import report
 from jobs.config import DATA_DIR
 from jobs.dates import DateRange
 from jobs.inputs import load_locations
+from jobs.limits import PROFILES
 from jobs.sources import HOURLY_VARIABLES
 from jobs.sources.fake_server import FakeOpenMeteoServer
-from jobs.sources.limits import PROFILES
 from jobs.sources.openmeteo import request_weight
 from ray_backfill.plan import plan_chunks
 

@@ -35,8 +35,8 @@ from benchmarks import report
 from benchmarks.cpu import CgroupCpu, machine_busy_seconds, take_the_cpu_first
 from jobs.config import DATA_DIR
 from jobs.inputs import load_locations
+from jobs.limits import PROFILES
 from jobs.sources.fake_server import FakeOpenMeteoServer
-from jobs.sources.limits import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from jobs.errors import ConfigError
-from jobs.sources.limits import SourceLimits, profile_limits
+from jobs.limits import SourceLimits, profile_limits
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +218,7 @@ class SourceConfig:
     # seed of the synthetic source
     seed: int = 7
     # the source's limits, shared by every chunk of a run: free | self-hosted | unlimited
-    # (jobs/sources/limits.py); the fields below override single limits of the profile
+    # (jobs/limits.py); the fields below override single limits of the profile
     profile: str = "free"
     calls_per_minute: float | None = None
     calls_per_hour: float | None = None

@@ -25,9 +25,9 @@ from jobs.config import Settings, SourceConfig
 from jobs.context import StageInputs
 from jobs.dates import Chunk
 from jobs.inspect import TableSummary, summarize
+from jobs.limits import Throttle
 from jobs.maintain import MaintainOptions, maintain
 from jobs.sources import Source
-from jobs.sources.limits import Throttle
 from jobs.tables import BRONZE, ensure_tables
 
 log = logging.getLogger(__name__)

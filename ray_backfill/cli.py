@@ -24,15 +24,10 @@ from ray_backfill.ledger import driver_state, mark_cancelled
 from ray_backfill.maintain import add_maintain_parser, run_maintain
 from ray_backfill.options import LEDGER_FLAGS, add_options, resolve
 from ray_backfill.plan import GRANULARITIES
+from ray_backfill.plan_text import format_plan
 from ray_backfill.progress import Progress, summary_table
-from ray_backfill.runner import (
-    EXECUTORS,
-    build_request,
-    format_plan,
-    ledger_for_args,
-    resume_request,
-    run_backfill,
-)
+from ray_backfill.request import EXECUTORS, build_request, ledger_for_args, resume_request
+from ray_backfill.runner import run_backfill
 from ray_backfill.stage import add_stage_parser, run_stage
 
 

@@ -212,7 +212,7 @@ def default_parallelism(mode: str, cores: int, executor_cores: int = 1, requeste
 
 def estimate(costs: Costs, mode: str, work: Work, *, parallelism: int, cores: int, source_s: float = 0.0) -> Estimate:
     """The run's wall time in `mode` (the formula at the top of this module). `source_s` is the
-    source's floor (jobs.sources.limits.estimate_seconds) at `source_concurrency(...)`: the
+    source's floor (jobs.limits.estimate_seconds) at `source_concurrency(...)`: the
     estimate is never below it."""
     m = costs.modes[mode]
     sequential = mode.startswith("sequential/")
@@ -345,7 +345,7 @@ def _work_of(start: dt.date, end: dt.date, chunk: str, locations: int, batch: in
 
 
 def _measured_runs(results: Mapping | None, sweep: Mapping | None) -> list[_Measured]:
-    from jobs.sources.limits import PROFILES
+    from jobs.limits import PROFILES
 
     out: list[_Measured] = []
     if results:
@@ -379,7 +379,7 @@ def _measured_runs(results: Mapping | None, sweep: Mapping | None) -> list[_Meas
 
 
 def _estimate_measured(costs: Costs, run: _Measured, *, exclude_silver_gold: bool = False) -> float:
-    from jobs.sources.limits import PROFILES, estimate_seconds
+    from jobs.limits import PROFILES, estimate_seconds
 
     limits = PROFILES[run.profile]
     weights = [w for chunk in run.chunk_weights for w in chunk]

@@ -1,7 +1,7 @@
 """The run-wide source limiter as a Ray actor, and the throttle chunk processes talk to it with.
 
 One `SourceLimiterActor` per run (named `source-limiter-<run_id>` in the driver's namespace)
-wraps `jobs.sources.limits.RateLimiter`. `acquire` waits inside the actor and is woken the
+wraps `jobs.limits.RateLimiter`. `acquire` waits inside the actor and is woken the
 moment another chunk releases a slot, so a one-in-flight source is not left idle between
 requests by polling. Leases expire after the request timeout, and the driver frees every lease of
 a chunk attempt that ended badly, so a killed chunk never keeps a slot.
@@ -20,7 +20,7 @@ from typing import Callable
 
 import ray
 
-from jobs.sources.limits import RateLimiter, SourceLimits
+from jobs.limits import RateLimiter, SourceLimits
 
 LIMITER_PREFIX = "source-limiter-"
 

@@ -27,7 +27,7 @@ from jobs.config import (
     SparkConfig,
 )
 from jobs.errors import ConfigError
-from jobs.sources.limits import PROFILES
+from jobs.limits import PROFILES
 
 ENV_PREFIX = "RAY_BACKFILL_"
 
@@ -169,17 +169,25 @@ def _file_table(path: Path, table: str, value: Any) -> tuple[tuple[str, str], ..
     return tuple(sorted(value.items()))
 
 
+def _given(args: argparse.Namespace, env: Mapping[str, str], file_values: Mapping[str, Any],
+           dest: str) -> tuple[Any, str]:
+    """(value, where it came from) of one setting: its flag, else RAY_BACKFILL_<NAME>, else the
+    config file; (None, the flag) when none gives it. The one precedence every setting follows."""
+    value, origin = getattr(args, dest, None), "--" + dest.replace("_", "-")
+    if value is None and env.get(ENV_PREFIX + dest.upper()) not in (None, ""):
+        value, origin = env[ENV_PREFIX + dest.upper()], ENV_PREFIX + dest.upper()
+    if value is None and dest in file_values:
+        value, origin = file_values[dest], f"{dest} in {getattr(args, 'config', None)}"
+    return value, origin
+
+
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> tuple[Settings, Mapping[str, Any]]:
     """Build Settings from flags, env and the config file; also return the file's raw values."""
     env = os.environ if env is None else env
     file_values = _read_config_file(getattr(args, "config", None))
     sections: dict[str, dict[str, Any]] = {"catalog": {}, "spark": {}, "source": {}, "pipeline": {}}
     for opt in OPTIONS:
-        value, origin = getattr(args, opt.dest, None), opt.flag
-        if value is None and env.get(opt.env) not in (None, ""):
-            value, origin = env[opt.env], opt.env
-        if value is None and opt.dest in file_values:
-            value, origin = file_values[opt.dest], f"{opt.dest} in {args.config}"
+        value, origin = _given(args, env, file_values, opt.dest)
         if value is None:
             continue
         if opt.choices and value not in opt.choices:
@@ -199,6 +207,43 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> t
         pipeline=PipelineConfig(**sections["pipeline"]),
     )
     return absolute_paths(settings), file_values
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def parse_bool(value: Any) -> bool:
+    """A yes/no setting: a bool, or one of true, false, 1, 0, yes, no, on, off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError("not one of true, false, 1, 0, yes, no")
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """A parser that takes one of `choices` and refuses anything else."""
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"not one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def run_setting(args: argparse.Namespace, file_values: Mapping[str, Any], name: str, default: Any,
+                parse: Callable[[Any], Any] = lambda v: v, env: Mapping[str, str] | None = None) -> Any:
+    """A run setting outside `Settings` (EXTRA_FILE_KEYS: --parallelism, --chunk, --skip-silver, ...):
+    its flag, else RAY_BACKFILL_<NAME>, else the config file (`resolve`'s file values), else
+    `default`; a bad value is a ConfigError naming where it came from."""
+    value, origin = _given(args, os.environ if env is None else env, file_values, name)
+    if value is None:
+        return default
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as exc:
+        why = str(exc) if str(exc).startswith("not one of") else "not a valid value"
+        raise ConfigError(f"{origin} {value!r} is {why}") from None
 
 
 # Ray unpacks a job's --working-dir here (…/session_…/runtime_resources/working_dir_files/_ray_pkg_…/)

@@ -1,12 +1,17 @@
-"""The backfill plan as pure data: a requested range split into calendar chunks."""
+"""The backfill plan as pure data: a requested range split into calendar chunks, and the tasks of a
+new run (prepare, one per bronze chunk, silver, gold, maintain) as its ledger's first record."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from jobs.dates import Chunk, DateRange, month_end
 from jobs.errors import DateRangeError
+from ray_backfill.ledger.state import RunRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from ray_backfill.request import BackfillRequest
 
 Granularity = Literal["monthly", "weekly", "daily"]
 GRANULARITIES: tuple[Granularity, ...] = ("monthly", "weekly", "daily")
@@ -32,3 +37,18 @@ def plan_chunks(date_range: DateRange, granularity: Granularity = "monthly") -> 
         chunks.append(Chunk(cursor, end))
         cursor = end
     return chunks
+
+
+def new_record(request: BackfillRequest) -> RunRecord:
+    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold, maintain if asked."""
+    whole = request.date_range.as_chunk
+    tasks = [TaskRecord("prepare", "prepare", whole.start.isoformat(), whole.end.isoformat())]
+    if "bronze" not in request.skip:
+        tasks += [TaskRecord(f"bronze-{c.chunk_id}", "bronze", c.start.isoformat(), c.end.isoformat())
+                  for c in request.chunks]
+    for stage in ("silver", "gold"):
+        if stage not in request.skip:
+            tasks.append(TaskRecord(stage, stage, whole.start.isoformat(), whole.end.isoformat()))
+    if request.maintain:
+        tasks.append(TaskRecord("maintain", "maintain", whole.start.isoformat(), whole.end.isoformat()))
+    return RunRecord(request.run_id, request.to_json(), tasks)

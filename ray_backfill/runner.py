@@ -1,324 +1,33 @@
-"""The scheduling loop every executor shares.
+"""A backfill run, end to end: resolve → plan → lock → loop → record → report.
 
-prepare (create tables) → bronze chunks (fanned out, retried) → barrier → silver → gold → maintain
-(opt-in: Iceberg table maintenance, ray_backfill/maintain.py).
+  resolve  request.py    build_request / resume_request: flags, env and file, validated once (the CLI)
+  plan     plan.py       new_record: the run's tasks, its ledger's first record (a resume brings its own)
+  lock     ledger/lease  check_no_live_driver, take_lease, Heartbeat: one driver per run, no overlap
+  loop     loop.py       run_tasks: the tasks in, results out (phases, barrier, retries)
+  record   outcome.py    record_results, or mark_stopped when the driver stops it
+  report   closing.py    close_run: the ledger's last write, report.json and .html, the closing lines
+
 Every state change is written to the run's ledger first, so `resume` can pick up after any stop,
-including a killed driver. Silver and gold run only when every bronze chunk has succeeded, maintain
-only when every task before it has.
+including a killed driver.
 """
 
 from __future__ import annotations
 
-import _thread
-import argparse
-import contextlib
-import dataclasses
-import datetime as dt
-import math
-import os
-import random
-import shlex
-import signal
-import socket
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
-from jobs.config import CatalogConfig, Settings, settings_from_dict, settings_to_dict
 from jobs.context import StageInputs, load_inputs
-from jobs.dates import Chunk, DateRange
-from jobs.errors import ConfigError
-from jobs.inspect import TableSummary, format_summaries
-from jobs.maintain import MaintainOptions, MaintainReport
-from jobs.sources.limits import estimate_seconds
-from jobs.sources.openmeteo import check_dates, request_weight
-from jobs.tasks import DATA_STAGES, TASK_STAGES, Task
-from ray_backfill import estimate
-from ray_backfill.executors.base import Executor, TaskResult, error_line
-from ray_backfill.ledger import (
-    HEARTBEAT_S,
-    ChunkStatus,
-    RunLedger,
-    RunRecord,
-    TaskRecord,
-    attempt_entry,
-    driver_state,
-    live_runs,
-    new_run_id,
-    open_ledger,
-    run_log_dir,
-    utcnow,
-)
-from ray_backfill.maintain import RunExpiry, run_options
-from ray_backfill.options import ENV_PREFIX, EXTRA_FILE_KEYS, resolve
-from ray_backfill.plan import GRANULARITIES, Granularity, plan_chunks
-from ray_backfill.progress import Flight, Progress, summary_table
-from ray_backfill.report import render_html
+from ray_backfill.closing import close_run
+from ray_backfill.executors.base import Executor
+from ray_backfill.ledger import Heartbeat, RunLedger, RunRecord, check_no_live_driver, open_ledger, take_lease
+from ray_backfill.loop import RetryPolicy, run_tasks
+from ray_backfill.outcome import mark_stopped, record_results
+from ray_backfill.plan import new_record
+from ray_backfill.progress import Progress
+from ray_backfill.request import BackfillRequest
+from ray_backfill.run_text import start_line
 from ray_backfill.sessions import check_writers, ensure_warehouse
-
-EXECUTORS = ("ray", "sequential")
-
-
-@dataclass(frozen=True)
-class BackfillRequest:
-    """A validated backfill: what to run, how, and with which settings."""
-
-    settings: Settings
-    date_range: DateRange
-    granularity: Granularity = "monthly"
-    executor: str = "ray"
-    skip: frozenset[str] = frozenset()
-    parallelism: int | None = None  # None: derived from the cluster
-    # attempts started ahead of their turn beyond the free slots (ray executor); None: derived from the cluster
-    standby: int | None = None
-    retries: int = 2  # extra attempts per task
-    chunk_timeout_s: float | None = None
-    address: str | None = None
-    maintain: bool = False  # a final task compacts, expires snapshots and removes orphans
-    run_id: str = field(default_factory=new_run_id)
-
-    def __post_init__(self) -> None:
-        if self.parallelism is not None and self.parallelism < 1:
-            raise ConfigError(f"--parallelism {self.parallelism} must be >= 1")
-        if self.standby is not None and self.standby < 0:
-            raise ConfigError(f"--standby {self.standby} must be >= 0")
-        if self.retries < 0:
-            raise ConfigError(f"--retries {self.retries} must be >= 0")
-        if self.chunk_timeout_s is not None and not (math.isfinite(self.chunk_timeout_s) and self.chunk_timeout_s > 0):
-            raise ConfigError(f"--chunk-timeout {self.chunk_timeout_s} must be a finite number of seconds > 0")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"--executor {self.executor!r} is unknown; use {' or '.join(EXECUTORS)}")
-
-    @property
-    def chunks(self) -> list[Chunk]:
-        return plan_chunks(self.date_range, self.granularity)
-
-    def to_json(self) -> dict:
-        return {
-            "settings": settings_to_dict(self.settings), "start_date": self.date_range.start_date.isoformat(),
-            "end_date": self.date_range.end_date.isoformat(), "granularity": self.granularity,
-            "executor": self.executor, "skip": sorted(self.skip), "parallelism": self.parallelism,
-            "standby": self.standby, "retries": self.retries, "chunk_timeout_s": self.chunk_timeout_s,
-            "address": self.address, "maintain": self.maintain,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, run_id: str) -> "BackfillRequest":
-        return cls(
-            settings=settings_from_dict(data["settings"]),
-            date_range=DateRange(dt.date.fromisoformat(data["start_date"]), dt.date.fromisoformat(data["end_date"])),
-            granularity=data["granularity"], executor=data["executor"], skip=frozenset(data["skip"]),
-            parallelism=data["parallelism"], standby=data.get("standby"), retries=data["retries"],
-            chunk_timeout_s=data["chunk_timeout_s"],
-            address=data["address"], maintain=data.get("maintain", False), run_id=run_id,
-        )
-
-
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise ValueError("not one of true, false, 1, 0, yes, no")
-
-
-def _choice(*choices: str):
-    def parse(value) -> str:
-        if value not in choices:
-            raise ValueError(f"not one of {', '.join(choices)}")
-        return value
-    return parse
-
-
-def _flag(args, file_values, name, default, parse=lambda v: v, env=None):
-    """A run setting: its flag, else RAY_BACKFILL_<NAME>, else the config file, else `default`."""
-    env = os.environ if env is None else env
-    value, origin = getattr(args, name, None), "--" + name.replace("_", "-")
-    if value is None and env.get(ENV_PREFIX + name.upper()) not in (None, ""):
-        value, origin = env[ENV_PREFIX + name.upper()], ENV_PREFIX + name.upper()
-    if value is None and name in file_values:
-        value, origin = file_values[name], f"{name} in {getattr(args, 'config', None)}"
-    if value is None:
-        return default
-    try:
-        return parse(value)
-    except (TypeError, ValueError) as exc:
-        why = str(exc) if str(exc).startswith("not one of") else "not a valid value"
-        raise ConfigError(f"{origin} {value!r} is {why}") from None
-
-
-# the run settings `resume` may change: how it runs, not what it writes
-RESUME_OVERRIDES = ("parallelism", "standby", "retries", "chunk_timeout", "address")
-
-
-def build_request(args: argparse.Namespace) -> BackfillRequest:
-    """Validate flags, env and config file into a request; raises InputError before anything runs."""
-    settings, file_values = resolve(args)
-    date_range = DateRange.parse(args.start_date, args.end_date)
-    if settings.source.kind == "open-meteo":
-        check_dates(settings.source.domains, date_range.start_date, date_range.end_date)
-    skip = frozenset(s for s in DATA_STAGES if _flag(args, file_values, f"skip_{s}", False, _bool))
-    return BackfillRequest(
-        settings=settings, date_range=date_range,
-        granularity=_flag(args, file_values, "chunk", "monthly", _choice(*GRANULARITIES)),
-        executor=_flag(args, file_values, "executor", "ray", _choice(*EXECUTORS)), skip=skip,
-        maintain=_flag(args, file_values, "maintain", False, _bool),
-        **_how(args, file_values, {}),
-    )
-
-
-def _how(args, file_values, current: dict) -> dict:
-    """The request's how-to-run fields from flags, env and file, over `current` (a resume's)."""
-    fields = {"parallelism": ("parallelism", int), "standby": ("standby", int), "retries": ("retries", int),
-              "chunk_timeout_s": ("chunk_timeout", float), "address": ("address", str)}
-    defaults = {"parallelism": None, "standby": None, "retries": 2, "chunk_timeout_s": None, "address": None}
-    return {key: _flag(args, file_values, name, current.get(key, defaults[key]), parse)
-            for key, (name, parse) in fields.items()}
-
-
-def resume_request(record: RunRecord, args: argparse.Namespace) -> BackfillRequest:
-    """The run's recorded request, with the how-to-run settings given now (flags, env, file) over it."""
-    request = BackfillRequest.from_json(record.request, record.run_id)
-    _, file_values = resolve(args)
-    unknown = sorted(k for k in EXTRA_FILE_KEYS if k in file_values and k not in RESUME_OVERRIDES)
-    if unknown:
-        raise ConfigError(f"resume keeps what run {record.run_id} writes: {unknown[0]!r} in --config cannot change "
-                          f"on resume (only {', '.join(RESUME_OVERRIDES)}); start a new run instead")
-    current = {key: getattr(request, key) for key in ("parallelism", "standby", "retries", "chunk_timeout_s",
-                                                        "address")}
-    return dataclasses.replace(request, **_how(args, file_values, current))
-
-
-def ledger_for_args(args: argparse.Namespace) -> RunLedger:
-    """The ledger `status` and `resume` read, found from flags, env and --config as `run` finds it."""
-    settings, _ = resolve(args)
-    return open_ledger(settings.catalog)
-
-
-def _warehouse_text(catalog: CatalogConfig) -> str:
-    return str(catalog.warehouse_path if catalog.warehouse_is_local else catalog.warehouse)
-
-
-def format_plan(request: BackfillRequest, inputs: StageInputs) -> str:
-    """The plan: chunks, locations, the source calls it will make and their time at the source's limits,
-    the run's estimated wall time and disk (ray_backfill/estimate.py), and a warning when the sequential
-    baseline is estimated faster."""
-    chunks = request.chunks
-    source = request.settings.source
-    nvars = len(inputs.variables)
-    nloc = len(inputs.locations)
-    batches = [min(source.batch_size, nloc - i) for i in range(0, nloc, source.batch_size)]
-    weights = [request_weight(n, nvars, c.days) for c in chunks for n in batches]
-    stages = [s for s in DATA_STAGES if s not in request.skip] + (["maintain"] if request.maintain else [])
-    limits = source.limits
-    mode = estimate.mode_of(request.executor, request.settings.spark.mode)
-    cores = os.cpu_count() or 1
-    cluster = request.address or os.environ.get("RAY_ADDRESS")
-    parallelism = estimate.default_parallelism(mode, cores, request.settings.spark.executor_cores,
-                                               None if cluster else request.parallelism)
-    cores_text = "this machine's"
-    if cluster and request.executor == "ray":  # a cluster's CPUs are not asked for before the run
-        parallelism = request.parallelism or parallelism
-        cores = max(cores, parallelism * request.settings.spark.executor_cores)
-        cores_text = f"assumed for {cluster}: --parallelism x executor cores, at least this machine's"
-    floors: dict[int, float] = {}
-
-    def floor(of_mode: str) -> float:
-        """The limiter model's shortest ingestion, at the requests in flight the mode keeps."""
-        if source.kind != "open-meteo":
-            return 0.0
-        concurrency = estimate.source_concurrency(of_mode, parallelism, source.request_concurrency)
-        if concurrency not in floors:
-            floors[concurrency] = estimate_seconds(weights, limits, concurrency=concurrency)
-        return floors[concurrency]
-
-    lines = [
-        f"plan {request.date_range.start_date} .. {request.date_range.end_date}: {len(chunks)} {request.granularity} "
-        f"chunks x {nloc} locations, {nvars} variables, source {source.kind}, stages {'+'.join(stages)}",
-        f"source calls: {len(weights)} requests, {sum(weights):,.1f} weighted calls",
-    ]
-    if source.kind == "open-meteo":
-        in_flight = estimate.source_concurrency(mode, parallelism, source.request_concurrency)
-        lines.append(f"source profile {source.profile} ({limits.describe()}): ingestion takes at least "
-                     f"{floor(mode):,.0f}s at those limits ({limits.latency_s:g}s per request, "
-                     f"{min(in_flight, limits.max_in_flight or in_flight)} in flight)")
-    try:
-        costs = estimate.load_costs()
-    except (OSError, ValueError) as exc:
-        lines.append(f"estimate: not available ({exc})")
-    else:
-        work = estimate.Work(chunk_rows=[nloc * c.days * 24 for c in chunks],
-                             chunk_requests=[len(batches)] * len(chunks) if source.kind == "open-meteo" else [],
-                             latency_s=limits.latency_s if source.kind == "open-meteo" else 0.0,
-                             request_concurrency=source.request_concurrency,
-                             stages=frozenset(s for s in DATA_STAGES if s not in request.skip),
-                             daily=request.granularity == "daily")
-        chosen = estimate.estimate(costs, mode, work, parallelism=parallelism, cores=cores, source_s=floor(mode))
-        baseline = estimate.estimate(costs, estimate.BASELINE, work, parallelism=1, cores=cores,
-                                     source_s=floor(estimate.BASELINE))
-        lines += estimate.estimate_lines(costs, chosen, baseline, work, cores_text)
-    for c in chunks:
-        lines.append(f"  bronze-{c.chunk_id:<24} {c.start} .. {c.last_day}  {c.days:>3} days  "
-                     f"{request_weight(1, nvars, c.days) * nloc:>7.1f} calls")
-    return "\n".join(lines)
-
-
-def new_record(request: BackfillRequest) -> RunRecord:
-    """The ledger of a new run: prepare, one task per bronze chunk, silver, gold, maintain if asked."""
-    whole = request.date_range.as_chunk
-    tasks = [TaskRecord("prepare", "prepare", whole.start.isoformat(), whole.end.isoformat())]
-    if "bronze" not in request.skip:
-        tasks += [TaskRecord(f"bronze-{c.chunk_id}", "bronze", c.start.isoformat(), c.end.isoformat())
-                  for c in request.chunks]
-    for stage in ("silver", "gold"):
-        if stage not in request.skip:
-            tasks.append(TaskRecord(stage, stage, whole.start.isoformat(), whole.end.isoformat()))
-    if request.maintain:
-        tasks.append(TaskRecord("maintain", "maintain", whole.start.isoformat(), whole.end.isoformat()))
-    return RunRecord(request.run_id, request.to_json(), tasks)
-
-
-def resume_command(request: BackfillRequest) -> str:
-    """The command that resumes the run from any directory: it always names the warehouse."""
-    parts = ["ray-backfill", "resume", request.run_id, "--warehouse", str(request.settings.catalog.warehouse)]
-    if request.settings.catalog.ledger_dir:
-        parts += ["--ledger-dir", request.settings.catalog.ledger_dir]
-    return shlex.join(parts)
-
-
-def make_executor(request: BackfillRequest, inputs: StageInputs, echo: Callable[[str], None]) -> Executor:
-    if request.executor == "sequential":
-        from ray_backfill.executors.sequential import SequentialExecutor
-
-        return SequentialExecutor(request.settings, inputs, request.run_id)
-    from ray_backfill.executors.ray import RayExecutor
-
-    return RayExecutor(request.settings, request.run_id, address=request.address,
-                       parallelism=request.parallelism, standby=request.standby,
-                       chunk_timeout_s=request.chunk_timeout_s, echo=echo)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter between a failed attempt and its retry."""
-
-    # the first retry waits base_s × U(jitter), each later one twice as long, up to cap_s
-    base_s: float = 2.0
-    cap_s: float = 60.0
-    jitter: tuple[float, float] = (0.5, 1.0)
-
-    def delay(self, failures: int) -> float:
-        """Seconds before the retry that follows the `failures`-th failed attempt (1-based)."""
-        return min(self.cap_s, self.base_s * 2 ** (failures - 1)) * random.uniform(*self.jitter)
-
-
-def _raise_cancel(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+from ray_backfill.signals import sigterm_cancels
 
 
 def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
@@ -335,347 +44,49 @@ def run_backfill(request: BackfillRequest, record: RunRecord | None = None,
     inputs = load_inputs(settings.pipeline)
     ensure_warehouse(settings.catalog)
     ledger = ledger or open_ledger(settings.catalog)
-    record = record or new_record(request)
-    check_no_live_driver(ledger, record)
-    previous = signal.signal(signal.SIGTERM, _raise_cancel)  # `ray job stop` sends SIGTERM
+    record = record or new_record(request)  # plan
+    check_no_live_driver(ledger, record)  # lock: refused before anything starts
     started = time.monotonic()
-    try:
-        with executor or make_executor(request, inputs, echo) as running:
-            # ray.init puts in its own SIGTERM handler (sys.exit): ours, which cancels the run, goes back
-            signal.signal(signal.SIGTERM, _raise_cancel)
-            check_writers(settings.catalog, running.slots)
-            _run_phases(request, record, running, ledger, progress or Progress(echo), echo, started, retry)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_cancels() as rearm, executor or make_executor(request, inputs, echo) as running:
+        rearm()  # ray.init puts in its own SIGTERM handler (sys.exit): ours, which cancels the run, goes back
+        check_writers(settings.catalog, running.slots)
+        _run_started(request, record, running, ledger, progress or Progress(echo), echo, started, retry)
     return record
 
 
-def _overlaps(a: dict, b: dict) -> bool:
-    return a["start_date"] <= b["end_date"] and b["start_date"] <= a["end_date"]
-
-
-def check_no_live_driver(ledger: RunLedger, record: RunRecord, *, earlier_only: bool = False) -> None:
-    """Refuse a second driver on a run whose driver is alive, and a run whose dates overlap a live
-    run's on the same warehouse (their chunks would replace each other's rows).
-
-    A run is live while its heartbeat is fresh (ledger.driver_state): the lease expires on its own
-    when its driver dies. Unreadable ledgers of other runs are skipped here (`status` names them).
-    Two drivers starting at the same moment both pass this check; each looks again once its own
-    lease is written (`earlier_only`), and only the run created first keeps going.
-    """
-    state, line = driver_state(record) if record.driver and not earlier_only else ("new", "")
-    if state == "running":
-        raise ConfigError(f"run {record.run_id} is still {line}; wait for it to end, or stop it, before resuming")
-    warehouse = record.request["settings"]["catalog"]["warehouse"]
-    for other in live_runs(ledger, warehouse, exclude=record.run_id):
-        if earlier_only and (other.created_at, other.run_id) > (record.created_at, record.run_id):
-            continue  # that one gives way to this one
-        if _overlaps(other.request, record.request):
-            raise ConfigError(f"run {other.run_id} ({other.request['start_date']} .. {other.request['end_date']}) is "
-                              f"{driver_state(other)[1]} on warehouse {warehouse} and overlaps "
-                              f"{record.request['start_date']} .. {record.request['end_date']}; wait for it to "
-                              "end, or give a range that does not overlap")
-
-
-CANCEL_POLL_S = 2.0  # how often the driver looks for a `ray-backfill cancel` request
-
-
-class _Heartbeat:
-    """Writes the driver's heartbeat to the run's log every `every_s` from a thread, while open;
-    also stops the run (as Ctrl-C does) when `ray-backfill cancel` asked for it."""
-
-    def __init__(self, ledger: RunLedger, record: RunRecord, every_s: float | None = None):
-        self.ledger, self.record, self.every_s = ledger, record, every_s or HEARTBEAT_S
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        poll = min(CANCEL_POLL_S, self.every_s)
-        last, asked = time.monotonic(), False
-        while not self._stop.wait(poll):
-            try:
-                if not asked and self.ledger.cancel_requested(self.record.run_id):
-                    asked = True  # `ray-backfill cancel`: the same path as Ctrl-C in the main thread
-                    _thread.interrupt_main()
-                if time.monotonic() - last >= self.every_s:
-                    last = time.monotonic()
-                    self.ledger.event(self.record, heartbeat_at=utcnow())
-            except Exception:  # a missed beat is not the run's failure; the next one may land
-                continue
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _run_phases(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
-                progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
-    """prepare → bronze → barrier → silver → gold on a started executor; the ledger sees every step.
+def _run_started(request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
+                 progress: Progress, echo: Callable[[str], None], started: float, retry: RetryPolicy) -> None:
+    """lock → loop → record → report on a started executor; the ledger sees every step.
 
     Every exit leaves the ledger with an outcome: succeeded, failed (a task failed, or the driver
     raised: `record.error` says what), or cancelled (Ctrl-C, SIGTERM); attempts in flight are
     stopped first. Only a killed driver leaves none, and its heartbeat then goes stale.
     """
-    for task in record.tasks:  # a resume re-runs whatever did not succeed
-        if task.status != ChunkStatus.SUCCEEDED:
-            task.status = ChunkStatus.PENDING
-    record.outcome, record.finished_at, record.error = None, None, None
-    record.driver = {"host": socket.gethostname(), "pid": os.getpid()}
-    record.heartbeat_at = utcnow()
-    ledger.clear_cancel(record.run_id)  # a cancel asked of an earlier driver of this run is done
-    ledger.save(record)
-    heartbeat = _Heartbeat(ledger, record).__enter__()
-    echo(f"run {request.run_id}: {len(record.by_stage('bronze'))} bronze chunks, executor {request.executor}, "
-         f"warehouse {_warehouse_text(request.settings.catalog)}, ledger {ledger.path(record.run_id)}")
-    progress.start(record, executor.slots)
+    take_lease(ledger, record)  # lock: this driver's, written to the ledger
     try:
-        check_no_live_driver(ledger, record, earlier_only=True)  # a run that started at the same moment
-        loop = _Loop(request, record, executor, ledger, progress, retry)
-        ok = True
-        stages = TASK_STAGES
-        for i, stage in enumerate(stages):  # each phase is a barrier for the next
-            later = record.by_stage(stages[i + 1]) if i + 1 < len(stages) else []
-            ok = ok and loop.phase(record.by_stage(stage), then=later)
-        executor.upcoming([])  # nothing more will start: no standby waits in vain
-        record.outcome = "succeeded" if ok else "failed"
-        record.source = _source_report(executor, record)
-        if loop.summary:
-            record.tables = [s.to_json() for s in loop.summary]
-    except BaseException as exc:
-        _mark_stopped(record, exc)
-        raise
+        with Heartbeat(ledger, record):  # ... and kept fresh while the run runs
+            try:
+                echo(start_line(request, record, ledger))
+                progress.start(record, executor.slots)
+                check_no_live_driver(ledger, record, earlier_only=True)  # a run that started at the same moment
+                results = run_tasks(request, record, executor, ledger, progress, retry)  # loop
+                record_results(record, executor, results)  # record
+            except BaseException as exc:
+                mark_stopped(record, exc)  # record: cancelled or failed
+                raise
     finally:
-        heartbeat.__exit__()
         progress.close()
-        record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        record.stage_seconds["total"] = round(time.monotonic() - started, 2)
-        ledger.save(record)
-        report = _report(record)
-        report_path = ledger.save_report(record.run_id, report)
-        try:  # the page is for reading: a bug drawing it must not cost the run's closing lines
-            page = render_html({**report, "settings": record.request["settings"]})
-            report_path = ledger.save_report_html(record.run_id, page)
-        except Exception as exc:
-            echo(f"report.html not written ({error_line(exc)}); the report is in {report_path}")
-        echo(summary_table(record))
-        if record.tables:
-            echo(format_summaries(record.tables))
-        _closing_lines(request, record, report_path, echo)
+        close_run(request, record, ledger, started, echo)  # report
 
 
-def _mark_stopped(record: RunRecord, exc: BaseException) -> None:
-    """The run's outcome when the driver stops it: cancelled (Ctrl-C, SIGTERM from `ray job stop`,
-    whose SIGKILL follows in seconds, or another handler's sys.exit) or failed (the driver's own
-    error). Idempotent."""
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # SystemExit: a signal handler's sys.exit
-        record.outcome = "cancelled"
-        for task in record.tasks:
-            if not task.status.is_terminal():
-                task.move(ChunkStatus.CANCELLED, error=task.error or "cancelled")
-    elif isinstance(exc, Exception):
-        record.outcome = "failed"
-        record.error = record.error or f"the driver failed: {error_line(exc)}"
-        for task in record.tasks:
-            if task.status == ChunkStatus.RUNNING:
-                task.move(ChunkStatus.FAILED, error=record.error)
-
-
-def _source_report(executor: Executor, record: RunRecord) -> dict | None:
-    """The source's side of the run: the limiter's counters and the clients' totals."""
-    stats = [t.metrics.get("source_stats") for t in record.by_stage("bronze") if t.metrics.get("source_stats")]
-    snapshot = executor.limiter_snapshot()
-    if not stats and snapshot is None:
-        return None
-    totals = {key: sum(s.get(key, 0) for s in stats)
-              for key in ("requests", "weighted_calls", "retries", "responses_429", "transport_errors")}
-    return {"limiter": snapshot, "clients": totals}
-
-
-def _report(record: RunRecord) -> dict:
-    data = record.to_json()
-    data.pop("request", None)
-    data["request"] = {k: v for k, v in record.request.items() if k != "settings"}
-    return data
-
-
-def _logs_line(request: BackfillRequest, record: RunRecord) -> str:
-    """Where the attempts' own output is."""
-    where = run_log_dir(request.settings.catalog, record.run_id)
+def make_executor(request: BackfillRequest, inputs: StageInputs, echo: Callable[[str], None]) -> Executor:
+    """The executor the request names, not yet started."""
     if request.executor == "sequential":
-        return f"  logs:    {where / 'session.log'} (the one session's output)" if where else "  logs:    -"
-    if where is not None:
-        return f"  logs:    {where} (one file per attempt)"
-    return f"  logs:    each node's Ray log folder, ray-backfill/{record.run_id}/ (one file per attempt)"
+        from ray_backfill.executors.sequential import SequentialExecutor
 
+        return SequentialExecutor(request.settings, inputs, request.run_id)
+    from ray_backfill.executors.ray import RayExecutor
 
-def _closing_lines(request: BackfillRequest, record: RunRecord, report_path, echo) -> None:
-    """The run's outcome, then where its tables, report and logs are (or how to resume it)."""
-    failed = [t for t in record.tasks if t.status in (ChunkStatus.FAILED, ChunkStatus.CANCELLED)]
-    total = record.stage_seconds.get("total", 0)
-    catalog = request.settings.catalog
-    if record.outcome == "succeeded":
-        catalog_at = catalog.sqlite_file if catalog.kind == "sqlite" else catalog.uri
-        echo(f"run {record.run_id} succeeded in {total:.1f}s")
-        for task in record.by_stage("maintain"):
-            if task.metrics.get("maintenance"):
-                echo(f"  {MaintainReport.from_json(task.metrics['maintenance']).line()}")
-        echo(f"  tables:  catalog '{catalog.name}' ({catalog.kind}: {catalog_at}), "
-             f"warehouse {_warehouse_text(catalog)}")
-        echo(f"  report:  {report_path}")
-        echo(_logs_line(request, record))
-        return
-    echo(f"run {record.run_id} {record.outcome} after {total:.1f}s")
-    if record.error:
-        echo(f"  {record.error}")
-    for t in failed:
-        echo(f"  {t.task_id}: {t.status.value} after {t.attempts} attempt(s): {t.error}")
-    if any(t.stage == "bronze" for t in failed):
-        echo("  silver and gold did not run: not every bronze chunk committed")
-    echo(f"  report:  {report_path}")
-    echo(_logs_line(request, record))
-    echo(f"resume with: {resume_command(request)}")
-
-
-@dataclass
-class _InFlight:
-    handle: object
-    task: TaskRecord
-    began: float  # epoch seconds
-
-
-class _Loop:
-    """Runs the tasks of one phase on the executor: bounded in flight, retried with backoff."""
-
-    def __init__(self, request: BackfillRequest, record: RunRecord, executor: Executor, ledger: RunLedger,
-                 progress: Progress, retry: RetryPolicy):
-        self.request, self.record, self.executor = request, record, executor
-        self.ledger, self.progress, self.retry = ledger, progress, retry
-        self.summary: list[TableSummary] | None = None  # what gold reported the tables hold
-        self._told: list | None = None  # the upcoming attempts last told to the executor
-        self._shown = 0.0  # when the live display last learnt the attempts' phases
-        self._phases: dict[str, str] = {}
-        self._maintain: MaintainOptions | None = None  # the maintain task's cutoffs, found once
-        self._expiry = RunExpiry(request.settings.catalog, ledger, record)  # docs/operations.md#long-runs-metadata
-
-    def _event(self, task: TaskRecord, line: str, started: bool = False) -> None:
-        self.ledger.event(self.record, task)
-        self.executor.observe(self.record, task)
-        self.progress.event(self.record, line, started=started)
-
-    def _show(self, in_flight: dict[int, "_InFlight"]) -> None:
-        """The live display's attempts in flight, with their phases (asked of the executor once a second)."""
-        if not self.progress.live:
-            return
-        if time.monotonic() - self._shown >= 1.0:
-            self._shown = time.monotonic()
-            self._phases = self.executor.phases([f.handle for f in in_flight.values()])
-        self.progress.flights([Flight(f.task.task_id, f.task.attempts, f.began,
-                                      self._phases.get(f.task.task_id, "starting")) for f in in_flight.values()])
-
-    def _attempt(self, task: TaskRecord) -> Task:
-        """The task's next attempt."""
-        chunk = Chunk(dt.date.fromisoformat(task.start), dt.date.fromisoformat(task.end))
-        if task.stage == "maintain" and self._maintain is None:
-            # once, so a standby started for the task matches it; still safe later: a run that
-            # turns live after this look writes only files newer than it
-            self._maintain = run_options(self.ledger, self.record)
-        return Task(task.task_id, task.stage, chunk, task.attempts + 1, self.record.run_id,
-                    self._maintain if task.stage == "maintain" else None)
-
-    def _tell_upcoming(self, queue: list[TaskRecord], then: list[TaskRecord], running: int) -> None:
-        """Tell the executor what starts next: this phase's queue, else the next phase's tasks.
-
-        Told again when the list or the number of attempts in flight changes (a slot that frees
-        up at a phase's tail is room for a standby)."""
-        ahead = queue or [t for t in then if t.status != ChunkStatus.SUCCEEDED]
-        key = [running, *((t.task_id, t.attempts) for t in ahead)]
-        if key != self._told:
-            self._told = key
-            self.executor.upcoming([self._attempt(t) for t in ahead])
-
-    def phase(self, tasks: list[TaskRecord], then: list[TaskRecord] = ()) -> bool:
-        """Run every not-yet-succeeded task; True when all have succeeded.
-
-        `then` are the next phase's tasks: the executor hears of them once this phase's last
-        attempts are running (it may start their processes ahead; they begin only when started).
-        """
-        queue = [t for t in tasks if t.status != ChunkStatus.SUCCEEDED]
-        tries: dict[str, int] = {}
-        not_before: dict[str, float] = {}
-        in_flight: dict[int, _InFlight] = {}
-        stage_started = time.monotonic()
-        try:
-            while queue or in_flight:
-                now = time.monotonic()
-                while len(in_flight) < self.executor.slots:
-                    task = next((t for t in queue if not_before.get(t.task_id, 0) <= now), None)
-                    if task is None:
-                        break
-                    queue.remove(task)
-                    tries[task.task_id] = tries.get(task.task_id, 0) + 1
-                    attempt = self._attempt(task)
-                    task.move(ChunkStatus.RUNNING, attempts=attempt.attempt)
-                    self._event(task, f"  {task.task_id}: running (attempt {task.attempts})", started=True)
-                    began = time.time()
-                    handle = self.executor.start(attempt)
-                    in_flight[id(handle)] = _InFlight(handle, task, began)
-                self._tell_upcoming(queue, list(then), len(in_flight))
-                for handle, result in self.executor.wait([f.handle for f in in_flight.values()], timeout_s=0.5):
-                    flight = in_flight.pop(id(handle))
-                    # wall-clock span of the attempt, for timelines, where the executor did not measure it
-                    if result.started_at is None:
-                        result.started_at = round(flight.began, 3)
-                    if result.ended_at is None:
-                        result.ended_at = round(time.time(), 3)
-                    self._finish(flight.task, result, tries, not_before, queue)
-                    self._expiry.after(flight.task, [f.began for f in in_flight.values()], not (queue or in_flight))
-                self._show(in_flight)
-                if not in_flight and queue:
-                    time.sleep(min(0.5, max(0.0, min(not_before.get(t.task_id, 0) for t in queue) - time.monotonic())))
-        except BaseException as exc:  # Ctrl-C, SIGTERM or the driver's own error: nothing keeps running
-            # the ledger first: after `ray job stop`'s SIGTERM a SIGKILL comes within seconds
-            _mark_stopped(self.record, exc)
-            for flight in in_flight.values():  # the report's timeline shows where they were stopped
-                flight.task.log_attempt(attempt_entry(flight.task.attempts, flight.task.status.value,
-                                                      round(flight.began, 3), round(time.time(), 3)))
-            if self.record.outcome:
-                with contextlib.suppress(Exception):
-                    self.ledger.save(self.record)
-            self.executor.cancel([f.handle for f in in_flight.values()])
-            raise
-        finally:
-            if tasks:
-                stage = tasks[0].stage
-                self.record.stage_seconds[stage] = round(
-                    self.record.stage_seconds.get(stage, 0) + time.monotonic() - stage_started, 2)
-        return all(t.status == ChunkStatus.SUCCEEDED for t in tasks)
-
-    def _finish(self, task: TaskRecord, result: TaskResult, tries: dict[str, int], not_before: dict[str, float],
-                queue: list[TaskRecord]) -> None:
-        common = dict(seconds=result.seconds, node_id=result.node_id, peak_rss_mb=result.peak_rss_mb,
-                      session_seconds=result.outcome.session_seconds if result.outcome else None,
-                      metrics=result.metrics())
-        if not result.ok:
-            task.log_attempt(attempt_entry(
-                task.attempts, "cancelled" if result.cancelled else "failed", result.started_at, result.ended_at,
-                node_id=result.node_id, standby=result.standby, peak_rss_mb=result.peak_rss_mb, error=result.error))
-        if result.ok:
-            if result.outcome and result.outcome.summary is not None:
-                self.summary = result.outcome.summary
-            task.move(ChunkStatus.SUCCEEDED, rows=result.rows, error=None, **common)
-            self._event(task, f"  {task.task_id}: succeeded, {result.rows:,} rows in {result.seconds:.1f}s")
-        elif tries[task.task_id] <= self.request.retries and not result.cancelled and not result.permanent:
-            wait = self.retry.delay(tries[task.task_id])
-            not_before[task.task_id] = time.monotonic() + wait
-            task.move(ChunkStatus.PENDING, error=result.error, **common)
-            queue.append(task)
-            self._event(task, f"  {task.task_id}: attempt {task.attempts} failed ({result.error}); retry in {wait:.1f}s")
-        else:
-            final = ChunkStatus.CANCELLED if result.cancelled else ChunkStatus.FAILED
-            task.move(final, error=result.error, **common)
-            why = " (permanent: not retried)" if result.permanent and not result.cancelled else ""
-            self._event(task, f"  {task.task_id}: {final.value} after {task.attempts} attempt(s){why}: {result.error}")
+    return RayExecutor(request.settings, request.run_id, address=request.address,
+                       parallelism=request.parallelism, standby=request.standby,
+                       chunk_timeout_s=request.chunk_timeout_s, echo=echo)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 # and benchmarks import it without paying for pyspark.
 if TYPE_CHECKING:
     from jobs.config import Settings
-    from jobs.sources.limits import Throttle
+    from jobs.limits import Throttle
     from jobs.tasks import Task, TaskOutcome
 
 FAULTS_ENV = "RAY_BACKFILL_FAULTS"

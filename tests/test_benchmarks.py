@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import analysis
-from jobs.sources.limits import SourceLimits
+from jobs.limits import SourceLimits
 from tests.helpers import ROOT
 
 

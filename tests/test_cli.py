@@ -112,7 +112,7 @@ def test_the_driver_log_level(flags, shown, tmp_path):
 
 def _request(argv, monkeypatch, env=None):
     from ray_backfill.cli import _parser
-    from ray_backfill.runner import build_request
+    from ray_backfill.request import build_request
 
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
@@ -152,7 +152,8 @@ def test_a_bad_setting_from_the_environment_is_one_line_naming_the_variable(env,
 def test_resume_may_change_how_a_run_runs_not_what_it_writes(tmp_path, monkeypatch, capsys):
     from ray_backfill.cli import _parser
     from ray_backfill.ledger import RunLedger
-    from ray_backfill.runner import new_record, resume_request
+    from ray_backfill.plan import new_record
+    from ray_backfill.request import resume_request
 
     request = _request(["--warehouse", str(tmp_path / "wh"), "--retries", "1", "--chunk", "weekly"], monkeypatch)
     ledger = RunLedger.for_warehouse(tmp_path / "wh")

@@ -397,7 +397,7 @@ def test_cli_commands_use_only_flags_the_cli_accepts(where):
 
 
 def test_rayjob_entrypoint_builds_a_postgres_s3a_request(monkeypatch):
-    from ray_backfill.runner import build_request
+    from ray_backfill.request import build_request
 
     [argv] = _cli_commands(_yaml("kuberay-rayjob.yaml")["spec"]["entrypoint"])
     args = _parse(argv, "RayJob entrypoint")

@@ -25,7 +25,10 @@ from jobs.dates import DateRange
 from jobs.errors import ConfigError
 from ray_backfill.ledger import ChunkStatus, RunLedger, utcnow
 from ray_backfill.progress import Progress
-from ray_backfill.runner import BackfillRequest, RetryPolicy, new_record, run_backfill
+from ray_backfill.loop import RetryPolicy
+from ray_backfill.plan import new_record
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import run_backfill
 from tests.inmemory import InMemoryExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,11 +91,13 @@ DRIVER = textwrap.dedent("""
     import datetime as dt, sys, time
     from jobs.config import CatalogConfig, PipelineConfig, Settings
     from jobs.dates import DateRange
-    from ray_backfill import ledger as ledger_module, runner
-    from ray_backfill.runner import BackfillRequest, run_backfill
+    from ray_backfill import ledger as ledger_module
+    from ray_backfill.ledger import lease
+    from ray_backfill.request import BackfillRequest
+    from ray_backfill.runner import run_backfill
     from tests.inmemory import InMemoryExecutor
 
-    ledger_module.HEARTBEAT_S = runner.HEARTBEAT_S = 0.2
+    ledger_module.HEARTBEAT_S = lease.HEARTBEAT_S = 0.2
     settings = Settings(catalog=CatalogConfig(warehouse=sys.argv[1]), pipeline=PipelineConfig(locations=("hanoi",)))
     request = BackfillRequest(settings=settings, date_range=DateRange(dt.date(2024, 1, 1), dt.date(2024, 2, 29)),
                               run_id=sys.argv[2])
@@ -208,14 +213,14 @@ def test_of_two_overlapping_runs_started_at_once_only_the_earlier_goes_on(other_
 
 
 def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
-    from ray_backfill.runner import _Heartbeat
+    from ray_backfill.ledger import Heartbeat
 
     ledger = RunLedger(tmp_path)
     record = new_record(_request(tmp_path / "wh"))
     record.heartbeat_at = "2000-01-01T00:00:00+00:00"
     ledger.save(record)
     events = tmp_path / record.run_id / "events.jsonl"
-    with _Heartbeat(ledger, record, every_s=0.05):
+    with Heartbeat(ledger, record, every_s=0.05):
         deadline = time.monotonic() + 30
         while not (events.exists() and len(events.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -231,7 +236,7 @@ def test_the_heartbeat_thread_beats_into_the_log_until_closed(tmp_path):
 
 def _build(argv, cwd: Path, monkeypatch):
     from ray_backfill.cli import _parser
-    from ray_backfill.runner import build_request
+    from ray_backfill.request import build_request
 
     monkeypatch.chdir(cwd)
     return build_request(_parser().parse_args(["run", "--start-date", "2024-01-01", "--end-date", "2024-01-31",
@@ -240,7 +245,7 @@ def _build(argv, cwd: Path, monkeypatch):
 
 def test_relative_paths_are_stored_absolute_and_resume_from_elsewhere_uses_the_same_warehouse(tmp_path, monkeypatch):
     from ray_backfill.cli import _parser
-    from ray_backfill.runner import ledger_for_args, resume_command
+    from ray_backfill.request import ledger_for_args, resume_command
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -355,7 +360,8 @@ def test_a_missing_table_is_permanent(spark):
 ])
 def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, clean, tmp_path, capsys):
     from jobs.config import settings_to_dict, split_uri_secret
-    from ray_backfill.runner import _closing_lines, format_plan
+    from ray_backfill.plan_text import format_plan
+    from ray_backfill.run_text import closing_lines
 
     kind = "rest" if uri.startswith("https") else "postgres"
     catalog = CatalogConfig(kind=kind, uri=uri, warehouse=str(tmp_path / "wh"))
@@ -366,7 +372,7 @@ def test_a_catalog_uri_holding_a_credential_is_stored_and_shown_without_it(uri, 
     record = new_record(request)
     record.outcome = "succeeded"
     shown: list[str] = []
-    _closing_lines(request, record, "report.json", shown.append)
+    closing_lines(request, record, "report.json", shown.append)
     from jobs.context import load_inputs
 
     text = json.dumps(settings_to_dict(request.settings)) + json.dumps(request.to_json()) + "\n".join(shown) + \
@@ -421,7 +427,7 @@ def test_the_plan_refuses_them_in_one_line_for_the_open_meteo_source_only(tmp_pa
 
 def test_an_api_key_goes_to_the_commercial_host_with_its_profile():
     from jobs.config import SourceConfig
-    from jobs.sources.limits import PROFILES
+    from jobs.limits import PROFILES
 
     free = SourceConfig(kind="open-meteo")
     assert free.api_url == "https://air-quality-api.open-meteo.com"

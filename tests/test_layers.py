@@ -7,6 +7,8 @@ Every import statement counts, also one inside a function; only imports under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,7 +88,8 @@ def _graph(include_typing: bool) -> dict[str, set[str]]:
 
 
 def test_the_contract_sees_every_module_of_both_layers():
-    assert {"jobs.tasks", "jobs.bronze", "jobs.config", "ray_backfill.runner", "ray_backfill.cli"} <= set(MODULES)
+    assert {"jobs.tasks", "jobs.bronze", "jobs.config", "jobs.limits", "ray_backfill.runner", "ray_backfill.request",
+            "ray_backfill.loop", "ray_backfill.cli"} <= set(MODULES)
     # an import inside a function counts
     assert "jobs.sources.synthetic" in _graph(False)["jobs.tasks"]
 
@@ -151,3 +154,16 @@ def test_no_module_imports_itself_through_others():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Reading settings is cheap: these modules (and what they import) load none of the heavy libraries.
+LIGHT_MODULES = ("jobs.config", "jobs.limits", "ray_backfill.options")
+HEAVY = ("numpy", "pandas", "pyspark", "ray", "raydp", "pyarrow")
+
+
+@pytest.mark.parametrize("name", LIGHT_MODULES)
+def test_reading_settings_imports_nothing_heavy(name):
+    code = (f"import {name}, sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"import {name} loads {done.stdout.strip()}"

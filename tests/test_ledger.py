@@ -61,14 +61,14 @@ def _cli_args(*argv: str):
 def _run_ledger(*argv: str) -> RunLedger:
     """The ledger `run` writes, from its flags as the CLI parses them."""
     from ray_backfill.ledger import open_ledger
-    from ray_backfill.runner import build_request
+    from ray_backfill.request import build_request
 
     return open_ledger(build_request(_cli_args("run", *RUN_ARGS, *argv)).settings.catalog)
 
 
 def _found_ledgers(*argv: str) -> list[RunLedger]:
     """The ledgers `run`, `status` and `resume` use with the same settings."""
-    from ray_backfill.runner import ledger_for_args
+    from ray_backfill.request import ledger_for_args
 
     return [_run_ledger(*argv), ledger_for_args(_cli_args("status", *argv)),
             ledger_for_args(_cli_args("resume", "RUN_ID", *argv))]
@@ -90,12 +90,8 @@ def test_local_warehouse_keeps_the_ledger_under_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize("given", ["flag", "env", "config file"])
 def test_ledger_dir_is_where_run_status_and_resume_look(given, tmp_path, monkeypatch, capsys):
     from ray_backfill.cli import main
-    from ray_backfill.runner import (
-        build_request,
-        ledger_for_args,
-        new_record,
-        resume_command,
-    )
+    from ray_backfill.plan import new_record
+    from ray_backfill.request import build_request, ledger_for_args, resume_command
 
     ledgers = tmp_path / "shared" / "runs"
     argv = ["--warehouse", "hdfs://nn:8020/wh"]  # a warehouse that cannot hold the ledger itself

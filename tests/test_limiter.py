@@ -15,9 +15,7 @@ import pytest
 from jobs.config import DATA_DIR, SourceConfig
 from jobs.errors import ConfigError
 from jobs.inputs import load_locations
-from jobs.sources import HOURLY_VARIABLES
-from jobs.sources.fake_server import FakeOpenMeteoServer
-from jobs.sources.limits import (
+from jobs.limits import (
     MINUTES_KEPT,
     PROFILES,
     LocalThrottle,
@@ -26,6 +24,8 @@ from jobs.sources.limits import (
     estimate_seconds,
     profile_limits,
 )
+from jobs.sources import HOURLY_VARIABLES
+from jobs.sources.fake_server import FakeOpenMeteoServer
 from jobs.sources.openmeteo import OpenMeteoClient, request_weight
 
 

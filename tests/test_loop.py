@@ -17,7 +17,9 @@ from jobs.config import CatalogConfig, PipelineConfig, Settings
 from jobs.dates import DateRange
 from ray_backfill.ledger import ChunkStatus, RunLedger, RunRecord, open_ledger
 from ray_backfill.progress import Progress
-from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
+from ray_backfill.loop import RetryPolicy
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import run_backfill
 from tests.inmemory import InMemoryExecutor, scripted
 
 NO_WAIT = RetryPolicy(base_s=0.001, cap_s=0.001)

@@ -29,7 +29,8 @@ from ray_backfill.cli import _parser
 from ray_backfill.executors.base import TaskResult
 from ray_backfill.ledger import RunLedger, RunRecord, open_ledger, utcnow
 from ray_backfill.maintain import parse_instant, run_options
-from ray_backfill.runner import build_request, new_record
+from ray_backfill.plan import new_record
+from ray_backfill.request import build_request
 from tests.helpers import run_cli
 from tests.inmemory import InMemoryExecutor, scripted
 from tests.test_loop import _request, _run

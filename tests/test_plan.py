@@ -158,7 +158,7 @@ def test_a_one_chunk_raydp_run_warns_that_the_baseline_is_faster():
 
 
 def test_a_long_run_with_many_rows_per_chunk_from_the_api_does_not_warn():
-    from jobs.sources.limits import PROFILES, estimate_seconds
+    from jobs.limits import PROFILES, estimate_seconds
     from jobs.sources.openmeteo import request_weight
 
     limits = PROFILES["self-hosted"]  # 12 monthly chunks of 96 locations, one location per request

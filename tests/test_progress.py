@@ -14,7 +14,9 @@ from jobs.config import CatalogConfig, PipelineConfig, Settings
 from jobs.dates import DateRange
 from ray_backfill.ledger import ChunkStatus, RunRecord, TaskRecord
 from ray_backfill.progress import Flight, Progress, eta_seconds
-from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
+from ray_backfill.loop import RetryPolicy
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import run_backfill
 from tests.inmemory import InMemoryExecutor, scripted
 
 

@@ -20,14 +20,16 @@ import pytest
 
 from jobs.config import CatalogConfig, PipelineConfig, Settings, SourceConfig
 from jobs.dates import DateRange
-from jobs.sources.limits import RateLimiter, SourceLimits
+from jobs.limits import RateLimiter, SourceLimits
 from jobs.sources.openmeteo import ClientStats
 from jobs.tasks import Task
 from ray_backfill.executors.base import TaskResult
 from ray_backfill.ledger import HISTORY_KEPT, ChunkStatus, TaskRecord, attempt_entry
 from ray_backfill.progress import Progress
 from ray_backfill.report import HIDDEN, MAX_LABEL_ROWS, attempts_of, build, pack_lanes, render_html
-from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
+from ray_backfill.loop import RetryPolicy
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import run_backfill
 from tests.helpers import ROOT
 from tests.inmemory import Call, InMemoryExecutor, scripted
 

@@ -21,7 +21,9 @@ from jobs.tables import ALL_TABLES, BRONZE, FACT_EPISODE, SILVER
 from jobs.tasks import Task, run_task, warm_session
 from jobs.writes import current_snapshot_id
 from ray_backfill.executors.sequential import SequentialExecutor
-from ray_backfill.runner import BackfillRequest, RetryPolicy, run_backfill
+from ray_backfill.loop import RetryPolicy
+from ray_backfill.request import BackfillRequest
+from ray_backfill.runner import run_backfill
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 

@@ -32,7 +32,7 @@ from jobs.errors import (
     SourceUnavailable,
 )
 from jobs.inputs import Location
-from jobs.sources.limits import Throttle
+from jobs.limits import Throttle
 
 log = logging.getLogger(__name__)
 

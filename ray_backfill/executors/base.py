@@ -91,7 +91,7 @@ Handle = TypeVar("Handle")
 
 
 class Executor(abc.ABC, Generic[Handle]):
-    """Runs task attempts; the loop in `ray_backfill.runner` decides what, when, and how often.
+    """Runs task attempts; the loop in `ray_backfill.loop` decides what, when, and how often.
 
     An executor is a context manager: resources (a Ray connection, a warm session) live between
     `__enter__` and `__exit__`. `slots` is how many attempts may be in flight at once.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jobs.config import Settings
 from jobs.context import StageInputs
-from jobs.sources.limits import LocalThrottle, RateLimiter
+from jobs.limits import LocalThrottle, RateLimiter
 from jobs.tasks import Task, run_task, warm_session
 from ray_backfill.executors.base import Executor, PeakRss, TaskResult, error_line, is_permanent
 from ray_backfill.ledger import run_log_dir

@@ -18,12 +18,21 @@ say `running` and the heartbeat stops: `driver_state` tells a live driver from a
   arrow_store.py  `ArrowStore`: a pyarrow file system by URI, s3a:// or file:// (no atomic create)
   location.py     where a catalog's ledgers and a run's logs live; S3 settings
   run_ledger.py   `RunLedger`: snapshot + events in a store; `open_ledger`
-  lease.py        liveness: the driver's heartbeat, live runs, a lost run closed as cancelled
+  lease.py        the driver's lease and heartbeat, liveness, live runs, a lost run closed as cancelled
 """
 
 from ray_backfill.ledger.arrow_store import ArrowStore
 from ray_backfill.ledger.codec import LEDGER_VERSION
-from ray_backfill.ledger.lease import HEARTBEAT_S, STALE_S, driver_state, live_runs, mark_cancelled
+from ray_backfill.ledger.lease import (
+    HEARTBEAT_S,
+    STALE_S,
+    Heartbeat,
+    check_no_live_driver,
+    driver_state,
+    live_runs,
+    mark_cancelled,
+    take_lease,
+)
 from ray_backfill.ledger.local_store import LocalStore
 from ray_backfill.ledger.location import ledger_location, run_log_dir, s3_options
 from ray_backfill.ledger.run_ledger import RunLedger, open_ledger
@@ -42,7 +51,7 @@ from ray_backfill.ledger.store import AtomicCreateUnsupported, RunStore
 
 __all__ = [
     "HEARTBEAT_S", "HISTORY_KEPT", "LEDGER_VERSION", "RUN_ID_PATTERN", "STALE_S", "ArrowStore",
-    "AtomicCreateUnsupported", "ChunkStatus", "LocalStore", "RunLedger", "RunRecord", "RunStore", "TaskRecord",
-    "attempt_entry", "check_run_id", "driver_state", "ledger_location", "live_runs", "mark_cancelled", "new_run_id",
-    "open_ledger", "run_log_dir", "s3_options", "utcnow",
+    "AtomicCreateUnsupported", "ChunkStatus", "Heartbeat", "LocalStore", "RunLedger", "RunRecord", "RunStore",
+    "TaskRecord", "attempt_entry", "check_no_live_driver", "check_run_id", "driver_state", "ledger_location",
+    "live_runs", "mark_cancelled", "new_run_id", "open_ledger", "run_log_dir", "s3_options", "take_lease", "utcnow",
 ]
