@@ -400,12 +400,30 @@ def _raydp_gateway():
         return None
 
 
+def raydp_app_id(session) -> str | None:
+    """The id RayDP's master gave the session's application, which names its executors' work folder
+    (`<Ray session>/app-…`), or None. Spark's own `applicationId` is another one: RayDP's scheduler
+    backend keeps the master's id to itself (a private field, read here through reflection)."""
+    try:
+        backend = session.sparkContext._jsc.sc().schedulerBackend()
+        for field in backend.getClass().getDeclaredFields():
+            if field.getName().endswith("appId"):  # scalac may mangle the name of a private val
+                field.setAccessible(True)
+                value = field.get(backend)
+                app_id = value.get() if hasattr(value, "get") else value
+                return str(app_id) if app_id else None
+    except Exception:  # not a RayDP session, or another RayDP: nothing to clean then
+        return None
+    return None
+
+
 def _write_facts(path: Path, session) -> None:
     """Write what the session leaves on this node, for cleaning after its process ends: its
-    application id, this process's JVMs and the Ray jobs it and its gateway joined as."""
+    application id (RayDP's, which names its executors' work folder), this process's JVMs and the
+    Ray jobs it and its gateway joined as."""
     import psutil
 
-    facts: dict = {"app_id": session.sparkContext.applicationId,
+    facts: dict = {"app_id": raydp_app_id(session) or session.sparkContext.applicationId,
                    "pids": [p.pid for p in psutil.Process().children(recursive=True)]}
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

@@ -130,6 +130,7 @@ def test_the_console_shows_the_run_only_and_each_attempt_has_its_own_log(pg_run)
     run_id = run_id_from(done.stdout)
     logs = pg_run.warehouse / "_ray_backfill" / "runs" / run_id / "logs"
     assert f"  logs:    {logs} (one file per attempt)" in printed
+    raydp = []
     for task in read_ledger(pg_run.warehouse, run_id)["tasks"]:
         path = Path(task["metrics"]["log"])
         assert path == logs / f"{task['task_id']}.attempt{task['attempts']}.log"
@@ -138,6 +139,12 @@ def test_the_console_shows_the_run_only_and_each_attempt_has_its_own_log(pg_run)
         assert text.startswith(f"# ray-backfill run {run_id}, {task['task_id']} attempt 1"), text[:300]
         assert f"spark session {task['task_id']} (" in text, text[-2000:]
         assert "Setting default log level" in text, text[-2000:]
+        if f"spark session {task['task_id']} (raydp)" in text:
+            raydp.append(task["task_id"])
+            # its executors' work folder in Ray's session went with the attempt, not with the run
+            assert re.search(r"^# removed its Spark application's work folder app-\d+ on this node$", text, re.M), \
+                text[-2000:]
+    assert {"bronze-2024-01", "bronze-2024-02", "silver", "gold"} <= set(raydp), raydp
     status = run_cli("status", run_id, "--warehouse", str(pg_run.warehouse))
     assert status.returncode == 0, status.stderr
     assert f"logs: {logs} (one file per attempt: <task>.attempt<N>.log)" in status.stdout

@@ -114,7 +114,8 @@ MASTER_WATCH_S = 2.0  # how often a running RayDP attempt's supervisor checks th
 END_SWEEP_WAIT_S = 15.0  # Ray ends a stopped session's executor actors within a second or two
 
 
-def _clean_after(payload: dict | None, pid: int | None, failed: bool, master: SlotMaster | None) -> None:
+def _clean_after(payload: dict | None, pid: int | None, failed: bool, master: SlotMaster | None,
+                 log_path: Path | None = None) -> None:
     """What an ended attempt left on this node outside the warehouse and its log: its Spark
     executors (the slot's master leaves them alive), its application's work folder, Ray's
     native-library copies no process maps, and Ray's log files of its processes (cut to their first
@@ -129,8 +130,9 @@ def _clean_after(payload: dict | None, pid: int | None, failed: bool, master: Sl
     _remove_workdir(payload)  # first: the attempt's temporary files (its JVMs' too), whatever happens after
     executors = master.end_application() if master is not None and payload.get("master") else []
     node = getattr(ray._private.worker, "_global_node", None)
-    remove_app_dir(facts.get("session_dir") or (node.get_session_dir_path() if node is not None else None),
-                   facts.get("app_id"))
+    if remove_app_dir(facts.get("session_dir") or (node.get_session_dir_path() if node is not None else None),
+                      facts.get("app_id")):
+        _note(log_path, f"# removed its Spark application's work folder {facts['app_id']} on this node")
     sweep_native_copies()
     pids = [*facts.get("pids", []), *executors, *([pid] if pid else [])]
     logs_dir = facts.get("logs_dir") or (node.get_logs_dir_path() if node is not None else None)
@@ -208,7 +210,7 @@ class SlotSupervisor:
         """The slot's last attempt is over: its leftovers go, the slot is free for the next."""
         proc, payload = self._proc, self._payload
         self._proc, self._payload = None, None
-        _clean_after(payload, proc.pid if proc is not None else None, failed, self._master)
+        _clean_after(payload, proc.pid if proc is not None else None, failed, self._master, self._log)
 
     def standby(self, payload: dict, env: dict) -> int | None:
         """Start the attempt's process ahead of its turn; its pid (None if it could not start)."""
