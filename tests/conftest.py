@@ -1,5 +1,5 @@
 """Shared fixtures: one local Spark session per test session, Iceberg warehouses in tmp_path. And the
-test tiers' hooks: the markers of what a test starts, no process unless marked
+test tiers' hooks: the markers of what a test starts, its timeout, no process unless marked
 (tests/tiers.py)."""
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ no Ray, no PostgreSQL, no Chromium, no CLI, no `python -c`. Wired in by tests/co
   indirectly (FIXTURE_MARKERS): a new test cannot forget it;
 - spark, ray, postgres and browser imply process (PROCESS_MARKERS);
 - a test without the process marker that starts a process fails, at the call that starts it
-  (ProcessNotMarked, from an audit hook): mark it `process`.
+  (ProcessNotMarked, from an audit hook): mark it `process`;
+- slow tests get a longer timeout than pyproject.toml's default (SLOW_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ FIXTURE_MARKERS = {
 }
 # the markers of tests that start processes by their nature
 PROCESS_MARKERS = ("spark", "ray", "postgres", "browser")
+# every other test's is pyproject.toml's `timeout` (300 s); the slowest end-to-end tests take ~220 s
+SLOW_TIMEOUT_S = 900
 # the audit events of starting a process (https://docs.python.org/3/library/audit_events.html)
 SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system"})
 
@@ -35,13 +38,15 @@ class ProcessNotMarked(RuntimeError):
 
 
 def mark_by_what_they_start(items: list[pytest.Item]) -> None:
-    """Add the markers the fixtures and the other markers imply."""
+    """Add the markers the fixtures and the other markers imply, and the slow tests' timeout."""
     for item in items:
         for fixture, marker in FIXTURE_MARKERS.items():
             if fixture in item.fixturenames and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
         if item.get_closest_marker("process") is None and any(item.get_closest_marker(m) for m in PROCESS_MARKERS):
             item.add_marker("process")
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 # The node id of the test running now if it may start no process. Its setup and its call are
