@@ -8,6 +8,8 @@ no Ray, no PostgreSQL, no Chromium, no CLI, no `python -c`. Wired in by tests/co
 - a test without the process marker that starts a process fails, at the call that starts it
   (ProcessNotMarked, from an audit hook): mark it `process`;
 - slow tests get a longer timeout than pyproject.toml's default (SLOW_TIMEOUT_S).
+
+tests/test_markers.py checks all of it.
 """
 
 from __future__ import annotations
