@@ -35,8 +35,10 @@ demo: setup
 test: setup services
 	$(BIN)/pytest
 
-test-fast: setup
-	$(BIN)/pytest -m "not slow"
+# The unit tier: every test that starts no process (no JVM, no Ray, no PostgreSQL, no browser, no
+# CLI) and is not slow; markers in pyproject.toml, tests/tiers.py. It needs the venv, not the jars.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -m "not process and not slow"
 
 # The benchmarks (an idle machine, about an hour): per-chunk fixed cost, then RW-22 against the
 # sequential baseline; results in benchmarks/results/.

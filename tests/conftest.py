@@ -1,10 +1,28 @@
-"""Shared fixtures: one local Spark session per test session, Iceberg warehouses in tmp_path."""
+"""Shared fixtures: one local Spark session per test session, Iceberg warehouses in tmp_path. And the
+test tiers' hooks: the markers of what a test starts, its timeout, no process unless marked
+(tests/tiers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from jobs.config import CatalogConfig, Settings, SparkConfig
+from tests import tiers
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker (_pytest.mark's own hook)
+def pytest_collection_modifyitems(config, items):
+    tiers.mark_by_what_they_start(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from tiers.watch(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from tiers.watch(item))
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,7 @@ def test_the_benchmark_command_runs_both_executors_and_writes_its_report(tmp_pat
 # --- the per-process CPU sampler (benchmarks/cpu.py) ------------------------------------------------
 
 
+@pytest.mark.process
 def test_the_cpu_sampler_charges_a_busy_process_to_its_role_and_agrees_with_the_machine():
     from benchmarks.cpu import CpuSampler
 

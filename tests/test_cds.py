@@ -26,6 +26,7 @@ def classpath() -> str:
     return cds.raydp_classpath(manifest_jars())
 
 
+@pytest.mark.process
 def test_the_first_session_records_then_every_later_one_maps_the_archive(tmp_path, classpath):
     plan = cds.plan_shared_cds("raydp", classpath, tmp_path)
     assert plan is not None and plan.recording is not None and not plan.archive.exists()
@@ -99,6 +100,7 @@ def test_no_archive_where_a_jvm_option_cannot_name_the_folder(tmp_path):
     assert cds.plan_shared_cds("raydp", "x.jar", tmp_path / "has:colon") is None
 
 
+@pytest.mark.process
 def test_the_local_driver_archive_writes_its_dump_warnings_to_a_file(tmp_path, classpath):
     plan = cds.plan_driver_cds("local", manifest_jars(), "", tmp_path)
     run = _java(plan.java_options, classpath, "org.apache.spark.deploy.SparkSubmit", "--version")

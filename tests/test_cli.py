@@ -35,6 +35,7 @@ def test_a_bad_flag_is_one_line_naming_it_and_pointing_to_help(argv, fragments, 
         assert fragment in err, err
 
 
+@pytest.mark.process
 def test_status_json_has_stable_keys_for_one_run_and_the_list(tmp_path, capsys):
     warehouse, run_id = tmp_path / "wh", "20240301T000000Z-0a0b0c"
     proc = _live_driver(warehouse, run_id)
@@ -56,6 +57,7 @@ def test_status_json_has_stable_keys_for_one_run_and_the_list(tmp_path, capsys):
         proc.stderr.close()
 
 
+@pytest.mark.process
 def test_cancel_stops_a_live_driver_like_ctrl_c_and_watch_follows_it_to_the_end(tmp_path, capsys):
     warehouse, run_id = tmp_path / "wh", "20240301T000000Z-0d0e0f"
     proc = _live_driver(warehouse, run_id)
@@ -83,6 +85,7 @@ def test_cancel_stops_a_live_driver_like_ctrl_c_and_watch_follows_it_to_the_end(
     assert capsys.readouterr().out == f"run {run_id} already ended: cancelled\n"
 
 
+@pytest.mark.process
 def test_cancel_records_a_run_whose_driver_is_lost_as_cancelled(tmp_path, capsys):
     warehouse, run_id = tmp_path / "wh", "20240301T000000Z-1a1b1c"
     proc = _live_driver(warehouse, run_id)
@@ -95,6 +98,7 @@ def test_cancel_records_a_run_whose_driver_is_lost_as_cancelled(tmp_path, capsys
     assert record.outcome == "cancelled" and record.task("prepare").status.value == "cancelled"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["--log-level", "info"], True),
                                           (["status", "-v"], True)])
 def test_the_driver_log_level(flags, shown, tmp_path):

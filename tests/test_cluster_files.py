@@ -113,6 +113,7 @@ def test_jvm_manifests_are_maven_coordinates(name):
     assert _manifest(name)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", _of_kind("shell"))
 def test_shell_scripts_parse_and_are_executable(name):
     script = CLUSTER / name
@@ -149,6 +150,7 @@ def node_script(tmp_path):
     return run
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("args, env", [
     ((), {}),
     (("launch",), {}),
@@ -171,6 +173,7 @@ def test_ray_node_rejects_bad_arguments_with_usage_and_starts_nothing(node_scrip
     assert calls == []
 
 
+@pytest.mark.process
 def test_ray_node_head_starts_with_token_auth_and_prints_next_steps(node_script):
     result, calls = node_script("head", "--port", "6380", "--dashboard-port", "8266",
                                 NUM_CPUS="2", MEMORY="8g", NODE_IP="10.1.2.3")
@@ -193,6 +196,7 @@ def test_ray_node_head_starts_with_token_auth_and_prints_next_steps(node_script)
     assert "ray job submit --address http://127.0.0.1:8266 --working-dir . --" in result.stdout
 
 
+@pytest.mark.process
 def test_ray_node_worker_needs_the_head_token(node_script):
     result, calls = node_script("worker", "10.1.2.3:6380")
     assert result.returncode == 1
@@ -226,6 +230,7 @@ def test_s3_manifest_is_separate_and_matches_the_iceberg_version():
     assert not {a for _, a, _ in s3} & {a for _, a, _ in default}, "S3 jars belong in the optional manifest only"
 
 
+@pytest.mark.process
 def test_fetch_jars_resolves_the_manifest_it_is_given(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()

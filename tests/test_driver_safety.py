@@ -122,6 +122,7 @@ def _live_driver(warehouse: Path, run_id: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.process
 def test_a_sigkilled_driver_is_lost_in_status_and_a_live_one_refuses_a_second_driver(tmp_path, capsys):
     from ray_backfill.cli import main
 

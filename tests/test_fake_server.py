@@ -211,6 +211,7 @@ def test_unknown_paths_are_404(server):
     assert httpx.get(f"{server.url}/v1/forecast?{HANOI}").status_code == 404
 
 
+@pytest.mark.process
 def test_runs_as_a_command_and_stops_on_ctrl_c():
     command = [sys.executable, "-m", "jobs.sources.fake_server", "--port", "0", "--latency", "0",
                "--calls-per-minute", "600", "--max-in-flight", "1", "--seed", "7"]

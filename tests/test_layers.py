@@ -161,6 +161,7 @@ LIGHT_MODULES = ("jobs.config", "jobs.limits", "ray_backfill.options")
 HEAVY = ("numpy", "pandas", "pyspark", "ray", "raydp", "pyarrow")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", LIGHT_MODULES)
 def test_reading_settings_imports_nothing_heavy(name):
     code = (f"import {name}, sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))")

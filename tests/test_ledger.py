@@ -300,6 +300,7 @@ def test_snapshot_plus_events_read_back_as_the_live_record_also_after_a_torn_las
     assert not events.exists()
 
 
+@pytest.mark.process
 def test_driver_state_tells_a_live_driver_from_a_lost_or_finished_one():
     import datetime as dt
     import os

@@ -56,6 +56,7 @@ def mapper():
         proc.stdout.close()
 
 
+@pytest.mark.process
 def test_the_sweep_removes_unmapped_old_copies_and_keeps_mapped_new_and_locked_ones(tmp_path, mapper):
     root, temp = tmp_path / "ray", tmp_path / "tmp"
     temp.mkdir()
@@ -89,6 +90,7 @@ def test_the_sweep_removes_unmapped_old_copies_and_keeps_mapped_new_and_locked_o
     assert lz4_mapped.exists() and other.exists()
 
 
+@pytest.mark.process
 def test_a_copy_being_written_or_just_made_stays_and_the_end_sweep_waits_for_a_dying_executor(tmp_path, mapper):
     root, temp = tmp_path / "ray", tmp_path / "tmp"
     root.mkdir()
@@ -125,6 +127,7 @@ def test_a_copy_being_written_or_just_made_stays_and_the_end_sweep_waits_for_a_d
     assert removed == [last] and not last.exists()
 
 
+@pytest.mark.process
 def test_a_live_process_copy_goes_at_once_and_stays_usable(tmp_path, mapper, monkeypatch):
     import ray_backfill.leftovers as leftovers
 
@@ -227,6 +230,7 @@ def _dead_pids(n: int = 4) -> list[int]:
     return [proc.pid for proc in procs]
 
 
+@pytest.mark.process
 def test_an_attempts_ray_logs_are_found_by_its_jobs_and_processes_and_removed(tmp_path):
     dead = _dead_pids()
     files = _ray_logs(tmp_path / "logs", dead, os.getpid())
@@ -242,6 +246,7 @@ def test_an_attempts_ray_logs_are_found_by_its_jobs_and_processes_and_removed(tm
     assert files["run_driver"].stat().st_size == 300_000
 
 
+@pytest.mark.process
 def test_a_failed_attempts_ray_logs_are_kept_cut(tmp_path):
     dead = _dead_pids()
     files = _ray_logs(tmp_path / "logs", dead, os.getpid())

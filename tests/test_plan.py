@@ -178,6 +178,7 @@ def test_the_disk_estimate_is_bytes_per_row_per_layer_plus_chunks():
     assert est.disk_bytes(COSTS, 2 * rows, chunks) > full
 
 
+@pytest.mark.process
 def test_estimating_imports_nothing_heavy():
     code = ("import sys, ray_backfill.estimate as e; e.load_costs(); "
             "print(sorted(m for m in ('pandas', 'pyspark', 'ray', 'numpy', 'jobs') if m in sys.modules))")

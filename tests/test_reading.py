@@ -55,6 +55,7 @@ def test_the_readme_lists_the_tables_as_the_specs_say():
     assert set(_readme_examples()) == {"cli", "pyiceberg", "duckdb", "pandas", "spark-sql"}
 
 
+@pytest.mark.process
 def test_a_missing_warehouse_is_one_line_and_is_left_missing(tmp_path):
     for args in (("tables",), ("query", "SELECT 1")):
         done = run_cli(*args, "--warehouse", str(tmp_path / "nowhere"))
