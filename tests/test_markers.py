@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -49,13 +50,21 @@ def test_every_collected_test_carries_the_markers_of_what_it_starts(request):
     assert not wrong, "\n".join(wrong)
 
 
-def test_in_the_fast_tier_no_test_is_marked_process_or_slow(request):
-    """Catches markers added after `-m` deselected (the hook must run first)."""
-    if request.config.option.markexpr != FAST:
-        pytest.skip(f'only in the fast tier (-m "{FAST}")')
-    heavy = [item.nodeid for item in request.session.items
-             if item.get_closest_marker("process") or item.get_closest_marker("slow")]
-    assert not heavy, heavy
+@pytest.mark.process
+def test_the_fast_tier_selects_no_test_that_starts_a_process_or_is_slow():
+    """The hook marks tests before `-m` deselects them: a fast-tier collection keeps a file's pure
+    tests and leaves out those that start Spark through a fixture (marked by the hook alone)."""
+    files = ["tests/test_markers.py", "tests/test_reading.py", "tests/test_ledger.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "-m", _fast_tier_expression(), *files], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    kept = [line for line in done.stdout.splitlines() if "::" in line]
+    assert any(line.startswith("tests/test_ledger.py::") for line in kept), kept
+    # a pure test of a file whose other tests start Spark stays; those (marked by the hook only) go
+    assert "tests/test_reading.py::test_the_readme_lists_the_tables_as_the_specs_say" in kept, kept
+    assert not [line for line in kept if "test_the_readme_python_examples_read_the_tables" in line], kept
+    assert not [line for line in kept if "fast_tier_selects" in line], "this test starts a process: not fast"
 
 
 def test_a_test_not_marked_process_cannot_start_one(request):

@@ -181,9 +181,11 @@ def test_a_slots_raydp_master_serves_its_chunks_and_one_that_dies_fails_only_the
     said = {f.name: [line for line in f.read_text().splitlines() if "RayDP master" in line] for f in folder.glob("*.log")}
     first = said["bronze-2024-01.attempt1.log"]
     assert len(first) == 1 and first[0].startswith("# slot-0: RayDP master started in "), said
-    assert [line.split(" in ")[0] for line in said["bronze-2024-01.attempt2.log"]] == [
-        "# slot-0: RayDP master restarted: its master had died"], said
-    assert said["bronze-2024-02.attempt1.log"] == [], "the fresh master served the next chunk too"
+    # the next attempt on the slot (the retry, or the next chunk: the loop decides) starts a fresh
+    # master, and that master serves the other one too
+    after = sorted([line.split(" in ")[0] for line in said[name]]
+                   for name in ("bronze-2024-01.attempt2.log", "bronze-2024-02.attempt1.log"))
+    assert after == [[], ["# slot-0: RayDP master restarted: its master had died"]], said
     # each chunk's own driver: no process served two attempts
     pids = [t["metrics"]["worker_pid"] for t in tasks.values()]
     assert len(set(pids)) == len(pids)
