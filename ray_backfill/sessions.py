@@ -406,13 +406,14 @@ def raydp_app_id(session) -> str | None:
     backend keeps the master's id to itself (a private field, read here through reflection)."""
     try:
         backend = session.sparkContext._jsc.sc().schedulerBackend()
+        if not backend.getClass().getName().endswith(".RayCoarseGrainedSchedulerBackend"):
+            return None  # a local session: no executors, no work folder
         for field in backend.getClass().getDeclaredFields():
             if field.getName().endswith("appId"):  # scalac may mangle the name of a private val
                 field.setAccessible(True)
-                value = field.get(backend)
-                app_id = value.get() if hasattr(value, "get") else value
+                app_id = field.get(backend).get()  # an AtomicReference[String]
                 return str(app_id) if app_id else None
-    except Exception:  # not a RayDP session, or another RayDP: nothing to clean then
+    except Exception:  # another RayDP than the one pinned: nothing to clean then
         return None
     return None
 

@@ -5,8 +5,9 @@ RayDP mode its driver registers with its slot's app master (the payload's `maste
 docs/operations.md#master-per-slot), whose executors serve this session only; without one it
 starts a master of its own as its own Ray driver, in a namespace of its own (RayDP's actor names
 are fixed per namespace). It joins Ray itself only for the run's source limiter. It writes a
-`TaskResult` JSON to the payload's `result_path` and exits 0, or 1 on failure. With `--standby` it starts its session first and waits for a line on
-stdin before the task begins (a standby, ray_backfill/executors/ray.py).
+`TaskResult` JSON to the payload's `result_path` and exits 0, or 1 on failure. With `--standby` it
+starts its session first and waits for a line on stdin before the task begins (a standby,
+ray_backfill/executors/ray.py).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def run(payload: dict, standby: TextIO | None = None) -> "TaskOutcome | None":
     inputs = load_inputs(settings.pipeline)
     facts = Path(payload["result_path"]).with_name(FACTS_FILE) if payload.get("result_path") else None
     master = payload.get("master")  # the slot's RayDP app master (ray_backfill/slot_master.py), if any
+
     def session():
         return spark_session(settings, task.task_id, facts_path=facts, master=master)
 

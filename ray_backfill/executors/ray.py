@@ -2,9 +2,10 @@
 
 A run keeps one supervisor actor per slot (`slot-0`, `slot-1`, …, visible in the dashboard; its log
 says which attempt it runs). The actor holds no CPU — the chunk's Spark executors need them
-(docs/operations.md#raydp: supervisors with CPUs deadlock a small cluster). For each attempt it starts `python -m ray_backfill.worker` on its node, which builds one
-fresh Spark session and ends with it; in RayDP mode that session's driver registers with the slot's
-RayDP app master (ray_backfill/slot_master.py), which the actor keeps for the run. The actor
+(docs/operations.md#raydp: supervisors with CPUs deadlock a small cluster). For each attempt it
+starts `python -m ray_backfill.worker` on its node, which builds one fresh Spark session and ends
+with it; in RayDP mode that session's driver registers with the slot's RayDP app master
+(ray_backfill/slot_master.py), which the actor keeps for the run. The actor
 enforces the timeout, measures the process tree's peak RSS, kills the tree on timeout or cancel,
 and after each attempt ends its executors and removes what it left. The worker also dies with its
 actor (PR_SET_PDEATHSIG, set by the worker), and its JVMs with it (pyspark's gateway exits when
